@@ -1,0 +1,79 @@
+"""Project hygiene: the two commands, environment.yml in sync with pyproject.toml, thin clean notebooks."""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+
+import nbformat
+import pytest
+import yaml
+
+from workbench.chain import discover_notebooks
+from workbench.config import PROJ_ROOT
+
+PYPROJECT = tomllib.loads((PROJ_ROOT / "pyproject.toml").read_text())
+ENV = yaml.safe_load((PROJ_ROOT / "environment.yml").read_text())
+MAKEFILE = (PROJ_ROOT / "Makefile").read_text()
+
+
+def _pip_section() -> list[str]:
+    return next(d["pip"] for d in ENV["dependencies"] if isinstance(d, dict) and "pip" in d)
+
+
+def test_environment_yml_matches_pyproject():
+    assert ENV["channels"] == ["conda-forge"]
+    conda = [d for d in ENV["dependencies"] if isinstance(d, str)]
+    python = next(d for d in conda if d.startswith("python"))
+    version = tuple(int(x) for x in python.split("=")[1].split("."))
+    requires = PYPROJECT["project"]["requires-python"]  # ">=3.10,<3.13"
+    lo = tuple(int(x) for x in re.search(r">=([\d.]+)", requires)[1].split("."))
+    hi = tuple(int(x) for x in re.search(r"<([\d.]+)", requires)[1].split("."))
+    assert lo <= version < hi, (python, requires)
+    # conda lists nothing but python and pip: every other dependency comes from pyproject via pip
+    assert sorted(d.split("=")[0] for d in conda) == ["pip", "python"]
+    pip = _pip_section()
+    extras = re.fullmatch(r"-e \.\[([\w,]+)\]", pip[-1])
+    assert extras, pip
+    for extra in extras[1].split(","):
+        assert extra in PYPROJECT["project"]["optional-dependencies"]
+    torch_pin = re.search(r"^TORCH_PIN := (\S+)", MAKEFILE, re.M)[1]
+    assert pip[0] == torch_pin  # the same pinned CPU torch, installed first
+    torch_spec = next(d for d in PYPROJECT["project"]["optional-dependencies"]["ml"] if d.startswith("torch"))
+    lower = re.search(r">=([\d.]+)", torch_spec)[1]
+    assert tuple(map(int, torch_pin.split("==")[1].split("."))) >= tuple(map(int, lower.split(".")))
+
+
+def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
+    readme = (PROJ_ROOT / "README.md").read_text()
+    head = readme[:600]
+    assert "make run" in head and "make test" in head
+    assert "make test" in (PROJ_ROOT / ".ci" / "run").read_text()
+    for target in ("run:", "test:", "venv:", "help:"):
+        assert re.search(rf"^{target}.*## ", MAKEFILE, re.M), target
+
+
+NOTEBOOKS = discover_notebooks()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebooks_are_thin_and_clean(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "outputs committed"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "title first"
+    for line in params[0].source.splitlines():  # literals only, each with a trailing comment
+        if not line.strip():
+            continue
+        tree = ast.parse(line.split("#")[0] if line.count("#") == 1 else line)
+        assert isinstance(tree.body[0], ast.Assign), line
+        ast.literal_eval(tree.body[0].value)
+        assert "  # " in line, f"parameter without a comment: {line}"
+    for c in code:
+        tree = ast.parse(c.source)
+        defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+        assert not defs, f"def/class belongs in the package: {[d.name for d in defs]}"
+        assert "../" not in c.source and "!pip" not in c.source
