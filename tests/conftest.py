@@ -30,3 +30,9 @@ def small_events(small_sim):
     events, quarantine, files = read_events(small_sim.wallet_dir)
     assert len(quarantine) == 0
     return events
+
+
+# reference implementations of the book's snippets live with the benchmarks that time them
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
