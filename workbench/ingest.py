@@ -1054,13 +1054,20 @@ class WalletData:
             df.to_parquet(tmp, index=False)
             os.replace(tmp, path)
             written[name] = path
+        meta = out / "ingest.json"
+        meta.with_name("ingest.json.tmp").write_text(json.dumps({"bar_interval": self.bar_interval,
+                                                                 "reconciliation": self.reconciliation()}))
+        os.replace(meta.with_name("ingest.json.tmp"), meta)
+        written["meta"] = meta
         return written
 
     @classmethod
     def read(cls, folder: str | os.PathLike[str]) -> "WalletData":
         """Read tables written by :meth:`write`."""
         folder = Path(folder)
-        return cls(**{name: pd.read_parquet(folder / f"{name}.parquet") for name in cls.TABLES})
+        meta = json.loads((folder / "ingest.json").read_text()) if (folder / "ingest.json").exists() else {}
+        return cls(**{name: pd.read_parquet(folder / f"{name}.parquet") for name in cls.TABLES},
+                   bar_interval=meta.get("bar_interval", "15min"))
 
 
 def derive_tables(events: pd.DataFrame, bar_interval: str = "15min"
@@ -1148,3 +1155,11 @@ def busiest_markets(trades: pd.DataFrame, n: int = 2) -> list[str]:
     """Slugs of the ``n`` markets with the most fills (ties broken by time)."""
     counts = trades.groupby("slug").size().sort_values(ascending=False, kind="stable")
     return counts.index[:n].tolist()
+
+
+def rebar(data: WalletData, interval: str) -> pd.DataFrame:
+    """Bars of already-ingested data at another ``interval`` (same rules as :func:`build_bars`)."""
+    if interval == data.bar_interval and len(data.bars):
+        return data.bars
+    marks = up_marks(data.events)
+    return build_bars(data.events, data.positions, marks, interval)

@@ -505,3 +505,11 @@ def config_with(**overrides: Any) -> SimConfig:
     top = {k: v for k, v in overrides.items() if not k.startswith("trader__")}
     cfg = SimConfig(**top)
     return replace(cfg, trader=replace(cfg.trader, **trader_kw)) if trader_kw else cfg
+
+
+def true_volatility(raw_dir: Path, wallet: str) -> pd.Series:
+    """The simulator's true BTC volatility per 15-minute market (fraction per 15 minutes), indexed by the
+    market's end (UTC). Evaluation only: it comes from the hidden truth folder."""
+    _, markets = load_truth(raw_dir, wallet)
+    idx = pd.DatetimeIndex(pd.to_datetime(markets["end"], unit="ms", utc=True), name="time")
+    return pd.Series(markets["sigma_mean"].to_numpy() * math.sqrt(MARKET_SECONDS), index=idx, name="true_vol")

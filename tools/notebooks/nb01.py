@@ -78,7 +78,7 @@ display(ingest.wallet_summary(data).T)
 display(data.trades[["ts", "slug", "outcome", "side", "price", "size", "up_equiv_qty", "up_equiv_price",
                      "bid_up", "ask_up", "time_left_s"]].head(10))
 fig = plots.activity(data.trades, title="Simulated trader: activity")
-plots.save(fig, "01_activity")
+plots.save(fig, "01_activity");
 """),
 ("md", r"""
 ## 4. Inventory and P&L over time
@@ -91,7 +91,7 @@ a bar uses only records strictly before its close.
 display(data.positions[["ts", "slug", "event", "q_up", "q_down", "net_up_equiv", "entry_price_up_equiv", "mark_up",
                         "realized_pnl", "unrealized_pnl", "cum_realized_wallet", "time_since_entry_s"]].head(12))
 fig = plots.inventory_pnl(data.bars, title="Simulated trader: inventory and cumulative P&L")
-plots.save(fig, "01_inventory_pnl")
+plots.save(fig, "01_inventory_pnl");
 """),
 ("md", r"""
 ## 5. Markets in detail: quotes around the trades
@@ -133,7 +133,7 @@ display(pd.Series(bad.check(), name="count").to_frame())
 display(bad.quarantine.assign(source_file=bad.quarantine["source_file"].str.split("/").str[-1])
         [["source_file", "level", "record", "line", "reason"]])
 fig = plots.quarantine_reasons(bad.quarantine, title="Test corpus: quarantined files and records by reason")
-plots.save(fig, "01_quarantine_reasons")
+plots.save(fig, "01_quarantine_reasons");
 """),
 ("md", r"""
 ## 8. Real wallets: Polymarket Data-API exports
