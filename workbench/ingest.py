@@ -900,10 +900,12 @@ BAR_COLUMNS = ("wallet", "underlying", "ts", "bar_start", "bar_end", "u_open", "
 
 
 def build_bars(events: pd.DataFrame, positions: pd.DataFrame, marks: pd.DataFrame,
-               interval: str = "15min") -> pd.DataFrame:
+               interval: str = "15min", offset: str = "0s") -> pd.DataFrame:
     """Bars per (wallet, underlying) at ``interval``, built only from events strictly before each close.
 
-    A bar covers ``[bar_start, bar_end)``; a record at exactly ``bar_end`` belongs to the next bar.
+    A bar covers ``[bar_start, bar_end)``; a record at exactly ``bar_end`` belongs to the next bar. Bar
+    boundaries are multiples of ``interval`` shifted by ``offset`` (e.g. ``"30s"`` to start one-minute
+    steps at the simulated trader's decision times).
     Empty bars are kept (NaN prices, zero counts): nothing is forward-filled.
 
     Columns: underlying OHLCV from ``bar`` records (``u_open ... u_volume``, ``u_bars``); the Up-token
@@ -914,9 +916,12 @@ def build_bars(events: pd.DataFrame, positions: pd.DataFrame, marks: pd.DataFram
     open markets), ``realized_pnl_cum`` and ``unrealized_pnl`` (open markets at their last mark).
     """
     step = int(pd.Timedelta(interval).total_seconds() * 1000)
+    off = int(pd.Timedelta(offset).total_seconds() * 1000)
     if step <= 0:
         raise ValueError(f"bar interval must be positive, got {interval!r}")
-    ev = events.assign(bar_end=(events["t"] // step + 1) * step)
+    if not 0 <= off < step:
+        raise ValueError(f"bar offset must be in [0, interval), got {offset!r}")
+    ev = events.assign(bar_end=((events["t"] - off) // step + 1) * step + off)
     frames = []
     for (wallet, und), g in ev.groupby(["wallet", "underlying"], sort=True):
         grid = np.arange(int(g["bar_end"].min()), int(g["bar_end"].max()) + step, step, dtype=np.int64)
@@ -1157,9 +1162,8 @@ def busiest_markets(trades: pd.DataFrame, n: int = 2) -> list[str]:
     return counts.index[:n].tolist()
 
 
-def rebar(data: WalletData, interval: str) -> pd.DataFrame:
-    """Bars of already-ingested data at another ``interval`` (same rules as :func:`build_bars`)."""
-    if interval == data.bar_interval and len(data.bars):
+def rebar(data: WalletData, interval: str, offset: str = "0s") -> pd.DataFrame:
+    """Bars of already-ingested data at another ``interval``/``offset`` (same rules as :func:`build_bars`)."""
+    if interval == data.bar_interval and pd.Timedelta(offset) == pd.Timedelta(0) and len(data.bars):
         return data.bars
-    marks = up_marks(data.events)
-    return build_bars(data.events, data.positions, marks, interval)
+    return build_bars(data.events, data.positions, up_marks(data.events), interval, offset)

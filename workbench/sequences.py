@@ -1,0 +1,325 @@
+"""From ingested trades and features to (return-to-go, state, action) sequences for the trader twin.
+
+One **step** is one interval of ``step`` length starting at ``offset`` past the grid (default one minute
+starting 30 s past each minute: the simulated trader decides at those instants). For step t covering
+``[s_t, s_t + step)``:
+
+* the **state** uses only what was known strictly before ``s_t`` (market features of the last closed
+  one-minute bar, the Up quote, the trader's own position),
+* the **action** is the class of the trader's signed Up-equivalent flow during the step,
+* the **reward** is the change of the trader's equity (realised + unrealised P&L) over the step, as a
+  fraction of ``notional`` (the capital the trader is assumed to commit).
+
+The 17 state features follow the design's list (market microstructure, technical context, time, agent
+state) with two substitutions explained in notebook 04: the design's hour-of-day sine/cosine duplicates
+the time of day, and is replaced by the two quantities that matter in a 15-minute binary market — the
+time to expiry and the gap between the Up price implied by BTC's move since the market opened and the
+quoted Up mid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr
+
+from workbench.simulate import ACTIONS, MARKET_SECONDS
+
+#: The 17 features of the state, in model input order.
+STATE_FEATURES: tuple[str, ...] = (
+    # market microstructure
+    "ffd_close", "yz_vol", "volume_z",
+    # technical context
+    "rsi", "macd_hist_norm", "bb_width",
+    # time (hour sine/cosine replaced by the two market-specific features below)
+    "tod_sin", "tod_cos", "dow_sin", "dow_cos", "time_to_expiry", "fair_gap",
+    # agent state
+    "unrealized_pnl", "pnl_pct_position", "inventory", "position_size_ratio", "time_since_entry",
+)
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+    "market microstructure": STATE_FEATURES[0:3], "technical context": STATE_FEATURES[3:6],
+    "time and market clock": STATE_FEATURES[6:12], "agent state": STATE_FEATURES[12:17],
+}
+MS = 1000
+
+
+def _market_start(t_ms: np.ndarray) -> np.ndarray:
+    return (t_ms // (MARKET_SECONDS * MS)) * MARKET_SECONDS * MS
+
+
+def _asof_strict(times: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """values[j] of the last key strictly before each time (NaN if none). ``keys`` sorted ascending."""
+    j = np.searchsorted(keys, times, side="left") - 1
+    out = np.where(j >= 0, values[np.maximum(j, 0)] if len(values) else np.nan, np.nan)
+    return out
+
+
+def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFrame, features: pd.DataFrame,
+                *, notional: float = 500.0) -> pd.DataFrame:
+    """The per-step table: 17 causal state features, the trader's flow, equity and reward.
+
+    Parameters
+    ----------
+    events, positions : DataFrame
+        Notebook 01's tables (one wallet).
+    bars : DataFrame
+        Notebook 01's bars at the step grid (``ingest.rebar(data, step, offset)``); one row per step.
+    features : DataFrame
+        Notebook 02's feature table (index: UTC close time of one-minute bars).
+    notional : float
+        USDC the trader is assumed to commit; rewards and P&L features are fractions of it.
+
+    Returns
+    -------
+    DataFrame indexed by step start (UTC), one row per step whose market is in the data, with the
+    columns of ``STATE_FEATURES`` plus ``slug``,
+    ``flow`` (signed Up-equivalent shares traded in the step), ``n_fills``, ``equity`` (USDC at the
+    step's end), ``reward`` (fraction of ``notional``), ``up_mid``, ``btc_close``.
+    """
+    b = bars.sort_values("bar_start").reset_index(drop=True)
+    s = b["bar_start"].to_numpy(dtype=np.int64)
+    out = pd.DataFrame(index=pd.DatetimeIndex(pd.to_datetime(s, unit="ms", utc=True), name="step_start"))
+    # ---- market features of the last one-minute bar closed by the step's start -------------------
+    f = features.sort_index()
+    f_t = f.index.as_unit("ms").asi8
+    jf = np.searchsorted(f_t, s, side="right") - 1  # close time <= s: that bar used only data < its close
+    for c in ("ffd_close", "yz_vol", "volume_z", "rsi", "macd_hist_norm", "bb_width"):
+        v = f[c].to_numpy(dtype=np.float64)
+        out[c] = np.where(jf >= 0, v[np.maximum(jf, 0)], np.nan)
+    log_close = f["log_close"].to_numpy(dtype=np.float64)
+    btc_last = np.where(jf >= 0, log_close[np.maximum(jf, 0)], np.nan)
+    m_start = _market_start(s)
+    jo = np.searchsorted(f_t, m_start, side="right") - 1  # BTC close known at the market's open
+    btc_open = np.where(jo >= 0, log_close[np.maximum(jo, 0)], np.nan)
+    # ---- clock --------------------------------------------------------------------------------
+    ts = out.index
+    tod = (ts.hour * 3600 + ts.minute * 60 + ts.second) / 86400.0
+    dow = (ts.day_of_week + tod) / 7.0
+    out["tod_sin"], out["tod_cos"] = np.sin(2 * np.pi * tod), np.cos(2 * np.pi * tod)
+    out["dow_sin"], out["dow_cos"] = np.sin(2 * np.pi * dow), np.cos(2 * np.pi * dow)
+    left_s = (m_start + MARKET_SECONDS * MS - s) / MS
+    out["time_to_expiry"] = left_s / MARKET_SECONDS
+    # ---- the quote of the current market, strictly before the step ------------------------------
+    slug = np.array([f"btc-updown-15m-{m // MS}" for m in m_start], dtype=object)
+    q = events[events["type"] == "price_change"]
+    mid_q = np.where(q["outcome"] == "Down", 1 - (q["bid"] + q["ask"]) / 2, (q["bid"] + q["ask"]) / 2)
+    quotes = pd.DataFrame({"slug": q["slug"].to_numpy(dtype=object), "t": q["t"].to_numpy(), "mid": mid_q})
+    up_mid = np.full(len(s), np.nan)
+    for sl, g in quotes.groupby("slug", sort=False):
+        rows = np.flatnonzero(slug == sl)
+        if len(rows):
+            up_mid[rows] = _asof_strict(s[rows], g["t"].to_numpy(), g["mid"].to_numpy())
+    out["up_mid"] = up_mid
+    sigma_sec = out["yz_vol"].to_numpy() / math.sqrt(60.0)  # one-minute Yang-Zhang -> per sqrt(second)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (btc_last - btc_open) / (sigma_sec * np.sqrt(np.maximum(left_s, 1.0)))
+    out["fair_gap"] = ndtr(z) - up_mid
+    out["btc_close"] = np.exp(btc_last)
+    # ---- the trader's own position in the current market, strictly before the step ----------------
+    p = positions.sort_values("t", kind="stable")
+    q_up = np.zeros(len(s))
+    q_dn = np.zeros(len(s))
+    a_up = np.zeros(len(s))
+    a_dn = np.zeros(len(s))
+    entry = np.full(len(s), np.nan)
+    for sl, g in p.groupby("slug", sort=False):
+        rows = np.flatnonzero(slug == sl)
+        if not len(rows):
+            continue
+        gt = g["t"].to_numpy()
+        j = np.searchsorted(gt, s[rows], side="left") - 1
+        ok = j >= 0
+        jj = np.maximum(j, 0)
+        q_up[rows] = np.where(ok, g["q_up"].to_numpy()[jj], 0.0)
+        q_dn[rows] = np.where(ok, g["q_down"].to_numpy()[jj], 0.0)
+        a_up[rows] = np.where(ok, np.nan_to_num(g["avg_up"].to_numpy()[jj]), 0.0)
+        a_dn[rows] = np.where(ok, np.nan_to_num(g["avg_down"].to_numpy()[jj]), 0.0)
+        since = g["time_since_entry_s"].to_numpy()[jj]
+        entry[rows] = np.where(ok & np.isfinite(since), gt[jj] - since * MS, np.nan)
+    net = q_up - q_dn
+    mark = np.nan_to_num(up_mid, nan=0.5)
+    unreal = q_up * (mark - a_up) + q_dn * ((1 - mark) - a_dn)
+    cost = q_up * a_up + q_dn * a_dn
+    out["unrealized_pnl"] = unreal / notional
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["pnl_pct_position"] = np.where(cost > 0, unreal / cost, 0.0)
+    out["inventory"] = net
+    out["position_size_ratio"] = np.abs(net)  # scaled by the training maximum in fit_normalizer
+    out["time_since_entry"] = np.where(np.isfinite(entry), (s - entry) / (MARKET_SECONDS * MS), 0.0)
+    # ---- flow, equity, reward ---------------------------------------------------------------------
+    out["slug"] = slug
+    out["flow"] = b["wallet_flow"].to_numpy(dtype=np.float64)
+    out["n_fills"] = b["wallet_trades"].to_numpy()
+    equity = (b["realized_pnl_cum"] + b["unrealized_pnl"]).to_numpy(dtype=np.float64)
+    out["equity"] = equity
+    out["reward"] = np.diff(np.r_[0.0, equity]) / notional
+    # steps whose market is not in the data (e.g. before the first market opens) have no quotes to act on
+    return out[np.isin(slug, events["slug"].unique())]
+
+
+# ------------------------------------------------------------------------------------------------
+# Actions
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ActionThresholds:
+    """``|flow| <= hold`` is HOLD; above it, ``|flow| >= strong`` is STRONG_BUY/STRONG_SELL."""
+
+    hold: float
+    strong: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def fit_action_thresholds(flow: np.ndarray, hold: float = 1e-9) -> ActionThresholds:
+    """Fit the BUY/STRONG boundary on training flows: the split of ``log|flow|`` (non-zero flows, buys and
+    sells pooled) that minimises the within-class variance (Otsu's criterion, i.e. 1-D two-means).
+
+    Parameters
+    ----------
+    flow : array, signed Up-equivalent shares per step (training period only).
+    hold : float, flows with ``|flow| <= hold`` are HOLD.
+    """
+    mag = np.sort(np.log(np.abs(flow[np.abs(flow) > hold])))
+    if len(mag) < 4:
+        raise ValueError(f"need at least 4 non-zero flows to fit thresholds, got {len(mag)}")
+    n = len(mag)
+    csum, csq = np.cumsum(mag), np.cumsum(mag ** 2)
+    k = np.arange(1, n)  # split after k values
+    left_var = csq[k - 1] - csum[k - 1] ** 2 / k
+    right_var = (csq[-1] - csq[k - 1]) - (csum[-1] - csum[k - 1]) ** 2 / (n - k)
+    best = int(np.argmin(left_var + right_var))
+    strong = float(np.exp((mag[best] + mag[best + 1]) / 2))
+    return ActionThresholds(hold=hold, strong=strong)
+
+
+def classify_flow(flow: np.ndarray, th: ActionThresholds) -> np.ndarray:
+    """Class ids in ``ACTIONS`` order (0 STRONG_BUY, 1 BUY, 2 HOLD, 3 SELL, 4 STRONG_SELL)."""
+    flow = np.asarray(flow, dtype=np.float64)
+    out = np.full(flow.shape, 2, dtype=np.int64)
+    out[flow > th.hold] = 1
+    out[flow >= th.strong] = 0
+    out[flow < -th.hold] = 3
+    out[flow <= -th.strong] = 4
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Split, normalisation, windows
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Split:
+    """Chronological split with gaps: ``[0, train_end) | gap | [val_start, val_end) | gap | [test_start, n)``."""
+
+    train_end: int
+    val_start: int
+    val_end: int
+    test_start: int
+    n: int
+
+    def masks(self) -> dict[str, np.ndarray]:
+        idx = np.arange(self.n)
+        return {"train": idx < self.train_end, "val": (idx >= self.val_start) & (idx < self.val_end),
+                "test": idx >= self.test_start}
+
+
+def chronological_split(n: int, train: float = 0.6, val: float = 0.2, gap: int = 128) -> Split:
+    """Split ``n`` time-ordered steps into train / validation / test, with ``gap`` steps dropped between
+    consecutive parts so no window straddles two of them. Never random."""
+    if not (0 < train < 1 and 0 <= val < 1 and train + val < 1):
+        raise ValueError(f"fractions must satisfy 0 < train, val and train + val < 1, got {train}, {val}")
+    train_end = int(n * train)
+    val_start = train_end + gap
+    val_end = int(n * (train + val))
+    test_start = val_end + gap
+    if not (0 < train_end < val_start < val_end < test_start < n):
+        raise ValueError(f"{n} steps are too few for this split with a gap of {gap}")
+    return Split(train_end, val_start, val_end, test_start, n)
+
+
+@dataclass
+class Normalizer:
+    """Per-feature mean and standard deviation fitted on the training period; NaN -> 0 after scaling."""
+
+    mean: dict[str, float]
+    std: dict[str, float]
+    features: tuple[str, ...] = STATE_FEATURES
+
+    @classmethod
+    def fit(cls, steps: pd.DataFrame, features: tuple[str, ...] = STATE_FEATURES) -> "Normalizer":
+        x = steps[list(features)]
+        mean = x.mean().to_dict()
+        std = x.std(ddof=0).replace(0.0, 1.0).fillna(1.0).to_dict()
+        if "position_size_ratio" in features:  # |inventory| / its training maximum, not a z-score
+            mean["position_size_ratio"] = 0.0
+            std["position_size_ratio"] = float(max(x["position_size_ratio"].max(), 1.0))
+        return cls({k: float(v) for k, v in mean.items()}, {k: float(v) for k, v in std.items()}, features)
+
+    def transform(self, steps: pd.DataFrame) -> np.ndarray:
+        """(n, S) float32 array of normalised states; missing values (warm-up) become 0 (the mean)."""
+        x = steps[list(self.features)].to_numpy(dtype=np.float64)
+        mu = np.array([self.mean[f] for f in self.features])
+        sd = np.array([self.std[f] for f in self.features])
+        z = (x - mu) / sd
+        return np.nan_to_num(np.clip(z, -10, 10), nan=0.0).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std, "features": list(self.features)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Normalizer":
+        return cls(d["mean"], d["std"], tuple(d["features"]))
+
+
+def returns_to_go(rewards: np.ndarray, scale: float = 100.0) -> np.ndarray:
+    """``RTG_t = scale * sum_{k >= t} r_k`` within one window, shape (..., T)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    return scale * np.flip(np.cumsum(np.flip(r, axis=-1), axis=-1), axis=-1)
+
+
+def make_windows(states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, rows: np.ndarray, window: int = 128,
+                 stride: int | None = None, rtg_scale: float = 100.0) -> dict[str, np.ndarray]:
+    """Cut consecutive steps ``rows`` into windows of ``window`` steps (the last one padded and masked).
+
+    Parameters
+    ----------
+    states : (n, S) normalised states; actions : (n,) class ids; rewards : (n,) step returns.
+    rows : indices of the steps to use, consecutive and increasing (one part of the split).
+    stride : step between window starts (default ``window``: each step appears once).
+
+    Returns
+    -------
+    dict with ``states (N, T, S)``, ``actions (N, T)``, ``rtg (N, T)`` (RTG within each window,
+    ×``rtg_scale``), ``rewards (N, T)``, ``mask (N, T)`` and ``index (N, T)`` (step row, -1 for padding).
+    """
+    rows = np.asarray(rows)
+    if len(rows) and (np.diff(rows) != 1).any():
+        raise ValueError("rows must be consecutive steps")
+    stride = stride or window
+    starts = list(range(0, max(len(rows) - window, 0) + 1, stride)) if len(rows) else []
+    if len(rows) and (not starts or starts[-1] + window < len(rows)):
+        starts.append(max(len(rows) - window, 0) if len(rows) >= window else 0)
+    n, s_dim = len(starts), states.shape[1]
+    out = {"states": np.zeros((n, window, s_dim), np.float32), "actions": np.full((n, window), 2, np.int64),
+           "rewards": np.zeros((n, window), np.float64), "mask": np.zeros((n, window), bool),
+           "index": np.full((n, window), -1, np.int64)}
+    for i, st in enumerate(starts):
+        r = rows[st: st + window]
+        k = len(r)
+        out["states"][i, :k] = states[r]
+        out["actions"][i, :k] = actions[r]
+        out["rewards"][i, :k] = rewards[r]
+        out["mask"][i, :k] = True
+        out["index"][i, :k] = r
+    out["rtg"] = returns_to_go(out["rewards"] * out["mask"], rtg_scale).astype(np.float32)
+    return out
+
+
+def class_balance(actions: np.ndarray) -> pd.Series:
+    """Share of each action class, in ``ACTIONS`` order."""
+    counts = np.bincount(np.asarray(actions, dtype=np.int64), minlength=len(ACTIONS))
+    return pd.Series(counts / max(counts.sum(), 1), index=list(ACTIONS), name="share")
