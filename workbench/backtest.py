@@ -77,6 +77,17 @@ class QuoteBook:
         ends = events.groupby("slug")["market_end"].first()
         self.end = {s: int(e) for s, e in ends.items() if pd.notna(e)}
 
+    def mid_range(self, slug: str, start_ms: int, end_ms: int) -> tuple[float, float]:
+        """Lowest and highest Up mid quoted in ``[start_ms, end_ms)`` (NaNs if none)."""
+        if slug not in self._q:
+            return math.nan, math.nan
+        t, b, a = self._q[slug]
+        sel = (t >= start_ms) & (t < end_ms)
+        if not sel.any():
+            return math.nan, math.nan
+        mid = (b[sel] + a[sel]) / 2
+        return float(mid.min()), float(mid.max())
+
     def quote(self, slug: str, t_ms: int, strict: bool = False) -> tuple[float, float]:
         """(bid, ask) of Up in force at ``t_ms`` (``strict``: strictly before); NaNs if none yet."""
         if slug not in self._q:

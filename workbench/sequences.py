@@ -78,7 +78,9 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
     DataFrame indexed by step start (UTC), one row per step whose market is in the data, with the
     columns of ``STATE_FEATURES`` plus ``slug``,
     ``flow`` (signed Up-equivalent shares traded in the step), ``n_fills``, ``equity`` (USDC at the
-    step's end), ``reward`` (fraction of ``notional``), ``up_mid``, ``btc_close``.
+    step's end), ``reward`` (fraction of ``notional``), ``up_mid``, ``fair`` (Up probability implied by
+    BTC's move since the market opened, the volatility and the time left), ``btc_close`` (last closed
+    one-minute bar) and ``btc_open`` (BTC at the market's open).
     """
     b = bars.sort_values("bar_start").reset_index(drop=True)
     s = b["bar_start"].to_numpy(dtype=np.int64)
@@ -117,8 +119,10 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
     sigma_sec = out["yz_vol"].to_numpy() / math.sqrt(60.0)  # one-minute Yang-Zhang -> per sqrt(second)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (btc_last - btc_open) / (sigma_sec * np.sqrt(np.maximum(left_s, 1.0)))
-    out["fair_gap"] = ndtr(z) - up_mid
+    out["fair"] = ndtr(z)
+    out["fair_gap"] = out["fair"] - up_mid
     out["btc_close"] = np.exp(btc_last)
+    out["btc_open"] = np.exp(btc_open)
     # ---- the trader's own position in the current market, strictly before the step ----------------
     p = positions.sort_values("t", kind="stable")
     q_up = np.zeros(len(s))
