@@ -513,3 +513,9 @@ def true_volatility(raw_dir: Path, wallet: str) -> pd.Series:
     _, markets = load_truth(raw_dir, wallet)
     idx = pd.DatetimeIndex(pd.to_datetime(markets["end"], unit="ms", utc=True), name="time")
     return pd.Series(markets["sigma_mean"].to_numpy() * math.sqrt(MARKET_SECONDS), index=idx, name="true_vol")
+
+
+def load_sim_config(raw_dir: Path, wallet: str) -> SimConfig:
+    """The configuration a simulation was generated with (hidden truth: for evaluation only)."""
+    meta = json.loads((Path(raw_dir) / "simulator_truth" / wallet / "sim_config.json").read_text())
+    return SimConfig.from_dict(meta["config"])
