@@ -12,7 +12,7 @@ from workbench import backtest as B, features, ingest, sequences as S
 def setup(small_sim):
     d = ingest.load_wallet(small_sim.wallet_dir)
     feat = features.price_features(features.ohlcv(ingest.rebar(d, "1min")), 0.3, vol_window=30, volume_window=60)
-    steps = S.build_steps(d.events, d.positions, ingest.rebar(d, "1min", "30s"), feat)
+    steps = S.build_steps(d.events, d.positions, ingest.rebar(d, "1min", "5s"), feat)
     return d, steps, S.Normalizer.fit(steps), B.QuoteBook(d.events)
 
 

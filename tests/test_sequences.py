@@ -14,7 +14,7 @@ from workbench.simulate import ACTIONS, load_truth
 def steps_and_data(small_sim):
     d = ingest.load_wallet(small_sim.wallet_dir)
     feat = features.price_features(features.ohlcv(ingest.rebar(d, "1min")), 0.3, vol_window=30, volume_window=60)
-    bars = ingest.rebar(d, "1min", "30s")
+    bars = ingest.rebar(d, "1min", "5s")
     return S.build_steps(d.events, d.positions, bars, feat), d, feat, bars
 
 
@@ -23,7 +23,7 @@ def test_step_table_shape_and_alignment(steps_and_data, small_sim):
     assert len(bars) - 2 <= len(steps) <= len(bars) and set(S.STATE_FEATURES) <= set(steps.columns)
     assert steps["slug"].isin(d.events["slug"]).all()  # no step of a market outside the data
     assert len(S.STATE_FEATURES) == 17
-    assert (steps.index.second == 30).all()  # steps start at the trader's decision instants
+    assert (steps.index.second == 5).all()  # steps start at the trader's decision instants
     decisions, _ = load_truth(small_sim.wallet_dir.parents[1], small_sim.config.wallet)
     t = pd.to_datetime(decisions["t"], unit="ms", utc=True)
     assert t.isin(steps.index).all()

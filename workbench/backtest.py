@@ -110,7 +110,7 @@ class BacktestResult:
     slugs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
 
     def summary(self) -> pd.DataFrame:
-        """P&L, return on notional, per-market Sharpe (annualised), win rate, drawdown, fills."""
+        """P&L, return on notional, Sharpe of per-market P&L (not annualised), win rate, drawdown, fills."""
         rows = {}
         for j, name in enumerate(self.names):
             rows[name] = summarize_equity(self.equity[:, j], self.slugs, self.notional)
@@ -125,11 +125,10 @@ def summarize_equity(equity: np.ndarray, slugs: np.ndarray, notional: float) -> 
     step_pnl = np.diff(np.r_[0.0, eq])
     per_market = pd.Series(step_pnl).groupby(pd.Series(slugs).to_numpy()).sum()
     traded = per_market[per_market != 0]
-    markets_per_year = 4 * 24 * 365
     sd = per_market.std(ddof=1)
     peak = np.maximum.accumulate(np.r_[0.0, eq])
     return {"pnl": float(eq[-1]) if len(eq) else 0.0, "return_on_notional": float(eq[-1] / notional) if len(eq) else 0.0,
-            "sharpe_annual": float(per_market.mean() / sd * math.sqrt(markets_per_year)) if sd > 0 else 0.0,
+            "sharpe_per_market": float(per_market.mean() / sd) if sd > 0 else 0.0,
             "win_rate": float((traded > 0).mean()) if len(traded) else math.nan,
             "max_drawdown": float((peak - np.r_[0.0, eq]).max()), "markets": int(len(per_market))}
 
@@ -170,7 +169,9 @@ def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: Quot
     starts = (steps.index.as_unit("ms").asi8).astype(np.int64)
     slugs = steps["slug"].to_numpy(dtype=object)
     up_mid = steps["up_mid"].to_numpy(dtype=np.float64)
-    market = steps[[c for c in STATE_FEATURES if c not in AGENT_FEATURES]]
+    base = normalizer.transform(steps)  # (n_steps, S): market part as recorded, agent part overwritten below
+    mu = np.array([normalizer.mean[c] for c in AGENT_FEATURES])
+    sd = np.array([normalizer.std[c] for c in AGENT_FEATURES])
     books: list[dict[str, MarketPosition]] = [{} for _ in range(n)]
     realized = np.zeros(n)
     equity = np.zeros((len(steps), n))
@@ -183,7 +184,6 @@ def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: Quot
         for j in range(n):
             for sl in [k for k, p in books[j].items() if book.end.get(k, np.inf) <= s and not p.settled]:
                 realized[j] += books[j][sl].settle(book.end[sl], book.winner[sl])
-        frame = pd.DataFrame(np.repeat(market.iloc[[i]].to_numpy(), n, axis=0), columns=market.columns)
         mark = up_mid[i] if np.isfinite(up_mid[i]) else 0.5
         agent = np.zeros((n, len(AGENT_FEATURES)))
         for j in range(n):
@@ -192,9 +192,8 @@ def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: Quot
             cost = p.q_up * p.avg_up + p.q_down * p.avg_down
             since = (s - p.entry_t) / 900_000 if p.entry_t is not None else 0.0
             agent[j] = (unreal / notional, unreal / cost if cost > 0 else 0.0, p.net, abs(p.net), since)
-        for k, c in enumerate(AGENT_FEATURES):
-            frame[c] = agent[:, k]
-        x = normalizer.transform(frame[list(STATE_FEATURES)])
+        x = np.repeat(base[i: i + 1], n, axis=0)
+        x[:, agent_cols] = np.nan_to_num(np.clip((agent - mu) / sd, -10, 10)).astype(np.float32)
         act = np.asarray(policy.act(i, x), dtype=np.int64)
         actions[i] = act
         bid, ask = book.quote(slug, s + execution.latency_ms)

@@ -904,7 +904,7 @@ def build_bars(events: pd.DataFrame, positions: pd.DataFrame, marks: pd.DataFram
     """Bars per (wallet, underlying) at ``interval``, built only from events strictly before each close.
 
     A bar covers ``[bar_start, bar_end)``; a record at exactly ``bar_end`` belongs to the next bar. Bar
-    boundaries are multiples of ``interval`` shifted by ``offset`` (e.g. ``"30s"`` to start one-minute
+    boundaries are multiples of ``interval`` shifted by ``offset`` (e.g. ``"5s"`` to start one-minute
     steps at the simulated trader's decision times).
     Empty bars are kept (NaN prices, zero counts): nothing is forward-filled.
 

@@ -1,7 +1,8 @@
 """From ingested trades and features to (return-to-go, state, action) sequences for the trader twin.
 
 One **step** is one interval of ``step`` length starting at ``offset`` past the grid (default one minute
-starting 30 s past each minute: the simulated trader decides at those instants). For step t covering
+starting 5 s past each minute: the simulated trader decides then, just after a one-minute bar closed).
+For step t covering
 ``[s_t, s_t + step)``:
 
 * the **state** uses only what was known strictly before ``s_t`` (market features of the last closed
@@ -11,10 +12,12 @@ starting 30 s past each minute: the simulated trader decides at those instants).
   fraction of ``notional`` (the capital the trader is assumed to commit).
 
 The 17 state features follow the design's list (market microstructure, technical context, time, agent
-state) with two substitutions explained in notebook 04: the design's hour-of-day sine/cosine duplicates
-the time of day, and is replaced by the two quantities that matter in a 15-minute binary market — the
-time to expiry and the gap between the Up price implied by BTC's move since the market opened and the
-quoted Up mid.
+state) with four substitutions, explained in notebook 04. The design's hour-of-day sine/cosine duplicates
+the time of day; its day-of-week sine/cosine sees four weekly cycles in a month of 15-minute markets that
+are identical every day except for their volatility (already a feature). They are replaced by what a
+trader of 15-minute binary markets reacts to: the time to expiry, the gap between the Up price implied
+by BTC's move since the market opened and the quoted Up mid, the last minute's BTC momentum (return over
+volatility) and the Up price itself.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ STATE_FEATURES: tuple[str, ...] = (
     "ffd_close", "yz_vol", "volume_z",
     # technical context
     "rsi", "macd_hist_norm", "bb_width",
-    # time (hour sine/cosine replaced by the two market-specific features below)
-    "tod_sin", "tod_cos", "dow_sin", "dow_cos", "time_to_expiry", "fair_gap",
+    # time and market clock (hour and day-of-week replaced by market-specific features, see below)
+    "tod_sin", "tod_cos", "time_to_expiry", "fair_gap", "mom_z", "up_mid",
     # agent state
     "unrealized_pnl", "pnl_pct_position", "inventory", "position_size_ratio", "time_since_entry",
 )
-FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
+FEATURE_GROUPS: dict[str, tuple[str, ...]] = {  # noqa: E501
     "market microstructure": STATE_FEATURES[0:3], "technical context": STATE_FEATURES[3:6],
     "time and market clock": STATE_FEATURES[6:12], "agent state": STATE_FEATURES[12:17],
 }
@@ -100,9 +103,7 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
     # ---- clock --------------------------------------------------------------------------------
     ts = out.index
     tod = (ts.hour * 3600 + ts.minute * 60 + ts.second) / 86400.0
-    dow = (ts.day_of_week + tod) / 7.0
     out["tod_sin"], out["tod_cos"] = np.sin(2 * np.pi * tod), np.cos(2 * np.pi * tod)
-    out["dow_sin"], out["dow_cos"] = np.sin(2 * np.pi * dow), np.cos(2 * np.pi * dow)
     left_s = (m_start + MARKET_SECONDS * MS - s) / MS
     out["time_to_expiry"] = left_s / MARKET_SECONDS
     # ---- the quote of the current market, strictly before the step ------------------------------
@@ -119,6 +120,8 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
     sigma_sec = out["yz_vol"].to_numpy() / math.sqrt(60.0)  # one-minute Yang-Zhang -> per sqrt(second)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (btc_last - btc_open) / (sigma_sec * np.sqrt(np.maximum(left_s, 1.0)))
+    ret = f["ret"].to_numpy(dtype=np.float64)
+    out["mom_z"] = np.where(jf >= 0, ret[np.maximum(jf, 0)], np.nan) / out["yz_vol"].to_numpy()
     out["fair"] = ndtr(z)
     out["fair_gap"] = out["fair"] - up_mid
     out["btc_close"] = np.exp(btc_last)
@@ -256,7 +259,7 @@ class Normalizer:
     @classmethod
     def fit(cls, steps: pd.DataFrame, features: tuple[str, ...] = STATE_FEATURES) -> "Normalizer":
         x = steps[list(features)]
-        mean = x.mean().to_dict()
+        mean = x.mean().fillna(0.0).to_dict()  # a feature missing throughout training stays 0
         std = x.std(ddof=0).replace(0.0, 1.0).fillna(1.0).to_dict()
         if "position_size_ratio" in features:  # |inventory| / its training maximum, not a z-score
             mean["position_size_ratio"] = 0.0

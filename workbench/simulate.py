@@ -76,7 +76,7 @@ class TraderPolicy:
     """
 
     decision_interval_s: int = 60  # seconds between decisions within a market
-    first_decision_s: int = 30  # first decision, seconds after the market opens
+    first_decision_s: int = 5  # first decision, seconds after the market opens (just after a bar closes)
     min_time_left_s: int = 60  # no decision with less time to expiry than this
     participation: float = 0.9  # probability the trader is active in a given market
     beta_edge: float = 0.5  # weight of the mispricing, per 2 cents
