@@ -1,0 +1,206 @@
+"""Track decisions' market outcomes: open a position per decision, update it from a price source, close it.
+
+A *price source* is anything with three methods (a live feed implements the same ones):
+
+* ``quotes(symbol, start_ms, end_ms) -> (t, bid, ask)``: Up quotes with ``start_ms < t <= end_ms``;
+* ``expiry(symbol) -> (end_ms or None, settlement value of Up or None)``;
+* ``now() -> int``: the latest time the source has data for.
+
+:class:`ReplayPriceSource` serves the project's recorded quotes and only reveals data up to its clock
+(``advance(t)``), so an offline replay cannot use an outcome before it would have been known.
+
+Position rules (Up-equivalent): a BUY is entered at the ask and marked/exited at the bid, a SELL entered
+at the bid and marked/exited at the ask. It closes at the first quote that crosses the stop or the take
+profit, at the market's settlement (1 or 0) when it expires, or at the quote in force ``max_hold`` after
+entry, whichever comes first. P&L is per share in Up-price units.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from workbench.metrics import max_drawdown
+from workbench.rlaif.store import Outcome, Store, TradingDecision
+
+MS_PER_DAY = 86_400_000
+
+
+class PriceSource(Protocol):
+    def quotes(self, symbol: str, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def expiry(self, symbol: str) -> tuple[int | None, float | None]: ...
+
+    def now(self) -> int: ...
+
+
+class ReplayPriceSource:
+    """Recorded quotes (a :class:`workbench.backtest.QuoteBook`) behind a clock."""
+
+    def __init__(self, book: Any, clock_ms: int | None = None) -> None:
+        self.book = book
+        self._now = clock_ms if clock_ms is not None else int(2**62)
+
+    def advance(self, t_ms: int) -> None:
+        if t_ms < self._now and self._now != int(2**62):
+            raise ValueError("the replay clock only moves forward")
+        self._now = int(t_ms)
+
+    def now(self) -> int:
+        return self._now
+
+    def quotes(self, symbol: str, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        t, b, a = self.book._q.get(symbol, (np.zeros(0, np.int64), np.zeros(0), np.zeros(0)))
+        sel = (t > start_ms) & (t <= min(end_ms, self._now))
+        return t[sel], b[sel], a[sel]
+
+    def quote_at(self, symbol: str, t_ms: int) -> tuple[float, float]:
+        if t_ms > self._now:
+            raise ValueError(f"quote at {t_ms} asked before the clock ({self._now}) reached it")
+        return self.book.quote(symbol, t_ms)
+
+    def expiry(self, symbol: str) -> tuple[int | None, float | None]:
+        end = self.book.end.get(symbol)
+        if end is None:
+            return None, None
+        if end > self._now:
+            return end, None  # not settled yet as far as the clock knows
+        winner = self.book.winner.get(symbol)
+        return end, (1.0 if winner == "Up" else 0.0) if winner else None
+
+
+def path_metrics(direction: int, entry: float, marks: np.ndarray, exit_price: float) -> tuple[float, float, float]:
+    """``(ret, sharpe, max_drawdown)`` of a position from its mark path (per share, Up-price units).
+
+    ``ret = direction * (exit - entry)``; Sharpe = mean / std of the mark-to-market P&L increments times
+    sqrt(their number) (the hold's Sharpe ratio); max drawdown of the P&L path.
+    """
+    pnl_path = direction * (np.r_[np.asarray(marks, float), exit_price] - entry)
+    ret = float(pnl_path[-1])
+    inc = np.diff(np.r_[0.0, pnl_path])
+    sd = inc.std(ddof=1) if len(inc) > 1 else 0.0
+    sharpe = float(inc.mean() / sd * math.sqrt(len(inc))) if sd > 0 else 0.0
+    return ret, sharpe, max_drawdown(pnl_path)
+
+
+def evaluate(decision: TradingDecision, source: PriceSource, max_hold_ms: int) -> tuple[Outcome | None, list[float]]:
+    """First-touch exit of ``decision`` on the source's data up to its clock; None while still open."""
+    d = decision
+    if d.action == "HOLD":
+        return Outcome(d.id, d.time, float("nan"), 0.0, 0.0, 0.0, 0.0, "hold", 0), []
+    sgn = d.direction
+    end_ms, settle = source.expiry(d.symbol)
+    horizon = d.time + max_hold_ms
+    t, b, a = source.quotes(d.symbol, d.time, horizon if end_ms is None else min(horizon, end_ms))
+    exit_px = b if sgn > 0 else a  # what closing would get
+    marks: list[float] = []
+    for i in range(len(t)):
+        px = float(exit_px[i])
+        if np.isfinite(d.stop_loss) and sgn * (px - d.stop_loss) <= 0:
+            return _close(d, int(t[i]), px, marks, "stop"), marks
+        if np.isfinite(d.take_profit) and sgn * (px - d.take_profit) >= 0:
+            return _close(d, int(t[i]), px, marks, "target"), marks
+        marks.append(px)
+    now = source.now()
+    if end_ms is not None and end_ms <= horizon and settle is not None:
+        return _close(d, end_ms, float(settle), marks, "expiry"), marks
+    if horizon <= now and (end_ms is None or horizon < end_ms):
+        last = marks[-1] if marks else (d.entry_price if np.isfinite(d.entry_price) else float("nan"))
+        return _close(d, horizon, last, marks, "time"), marks
+    return None, marks
+
+
+def _close(d: TradingDecision, t: int, price: float, marks: list[float], reason: str) -> Outcome:
+    ret, sharpe, mdd = path_metrics(d.direction, d.entry_price, np.asarray(marks), price)
+    return Outcome(d.id, int(t), float(price), ret, ret * d.size, sharpe, mdd, reason, len(marks) + 1)
+
+
+class OutcomeTracker:
+    """Opens a position per tracked decision and closes it by the rules above.
+
+    Parameters
+    ----------
+    preference_generator : :class:`workbench.rlaif.PreferenceGenerator` whose store receives outcomes.
+    data_client : a price source (default: none; positions then close only by :meth:`close_position`).
+    storage_path : unused when a preference generator is given (its store is shared); kept for the API.
+    auto_close_after_days : maximum holding time in days (fractions allowed: 10 minutes = 10 / 1440).
+    """
+
+    def __init__(self, preference_generator: Any, data_client: PriceSource | None = None, storage_path: Any = None,
+                 auto_close_after_days: float = 5.0) -> None:
+        self.pg = preference_generator
+        self.store: Store = preference_generator.store if preference_generator is not None else Store(storage_path)
+        self.source = data_client
+        self.max_hold_ms = int(auto_close_after_days * MS_PER_DAY)
+
+    def track_decision(self, decision: TradingDecision | str) -> str:
+        """Open a position for a recorded decision (idempotent). Returns the position id (= decision id)."""
+        d = self.store.decision(decision) if isinstance(decision, str) else decision
+        with self.store.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO positions VALUES (?,?,?,?,?,?,?,?)",
+                      (d.id, "open", int(d.time), int(d.time), d.entry_price if np.isfinite(d.entry_price) else None,
+                       d.direction, float(d.size), "[]"))
+        return d.id
+
+    def track_decisions(self, decisions: list[TradingDecision]) -> None:
+        with self.store.transaction() as c:
+            c.executemany("INSERT OR IGNORE INTO positions VALUES (?,?,?,?,?,?,?,?)",
+                          [(d.id, "open", int(d.time), int(d.time),
+                            d.entry_price if np.isfinite(d.entry_price) else None, d.direction, float(d.size), "[]")
+                           for d in decisions])
+
+    def update_positions(self) -> int:
+        """Close every open position whose exit is known by the source's clock. Returns how many closed."""
+        if self.source is None:
+            return 0
+        open_ids = [r[0] for r in self.store.conn.execute("SELECT id FROM positions WHERE status = 'open'")]
+        closed, updates = [], []
+        for pid in open_ids:
+            d = self.store.decision(pid)
+            out, marks = evaluate(d, self.source, self.max_hold_ms)
+            if out is None:
+                updates.append((int(self.source.now()), json.dumps(marks[-50:]), pid))
+            else:
+                closed.append(out)
+        if closed:
+            self.store.add_outcomes(closed)
+            with self.store.transaction() as c:
+                c.executemany("UPDATE positions SET status = 'closed', last_update = ? WHERE id = ?",
+                              [(o.exit_time, o.decision_id) for o in closed])
+        if updates:
+            with self.store.transaction() as c:
+                c.executemany("UPDATE positions SET last_update = ?, path = ? WHERE id = ?", updates)
+        return len(closed)
+
+    def close_position(self, position_id: str, exit_price: float, reason: str = "manual") -> Outcome:
+        """Close by hand at ``exit_price`` (e.g. a live fill), with the marks seen so far."""
+        d = self.store.decision(position_id)
+        row = self.store.conn.execute("SELECT path, last_update FROM positions WHERE id = ?", (position_id,)).fetchone()
+        marks = np.asarray(json.loads(row[0]) if row and row[0] else [], float)
+        return self.pg.update_outcome(position_id, exit_price, marks, exit_time=row[1] if row else None, reason=reason)
+
+    def get_open_positions(self) -> list[dict[str, Any]]:
+        return self._positions("open")
+
+    def get_closed_positions(self) -> list[dict[str, Any]]:
+        return self._positions("closed")
+
+    def _positions(self, status: str) -> list[dict[str, Any]]:
+        cur = self.store.conn.execute("SELECT id, opened_at, last_update, entry_price, direction, size FROM positions "
+                                      "WHERE status = ? ORDER BY opened_at, id", (status,))
+        return [dict(zip(("id", "opened_at", "last_update", "entry_price", "direction", "size"), r)) for r in cur]
+
+    def get_stats(self) -> dict[str, Any]:
+        """Win rate, average return, open and closed counts, exits by reason (traded positions only)."""
+        outs = [o for o in self.store.outcomes().values() if o.reason != "hold"]
+        rets = np.array([o.ret for o in outs])
+        reasons: dict[str, int] = {}
+        for o in outs:
+            reasons[o.reason] = reasons.get(o.reason, 0) + 1
+        return {"open": len(self.get_open_positions()), "closed": len(self.get_closed_positions()),
+                "win_rate": float((rets > 0).mean()) if len(rets) else float("nan"),
+                "avg_return": float(rets.mean()) if len(rets) else float("nan"), "exits": reasons}
