@@ -15,12 +15,12 @@ import time
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from references import frac_diff_ffd
+from timing import best_of
 from workbench.fracdiff import ffd, ffd_weights, min_d
 
 
@@ -39,16 +39,6 @@ def fracdiff_modern() -> ModuleType | None:
         sys.path = saved
 
 
-def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
-    fn()  # warm-up (imports, FFT plans)
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
-
-
 def main() -> None:
     warnings.simplefilter("ignore", FutureWarning)  # statsmodels' announced adfuller result change
     ap = argparse.ArgumentParser()
@@ -61,20 +51,20 @@ def main() -> None:
 
     # 1. n = 1e4 against the book's loop
     x4 = pd.DataFrame({"x": np.log(100) + rng.normal(0, 0.01, 10_000).cumsum()})
-    t_ref = best_of(lambda: frac_diff_ffd(x4, d, thr), repeat=1)
-    t_ours = best_of(lambda: ffd(x4, d, thr), repeat=20)
+    t_ref = best_of(lambda: frac_diff_ffd(x4, d, thr), repeat=1)[0]
+    t_ours = best_of(lambda: ffd(x4, d, thr), repeat=20)[0]
     same = np.allclose(ffd(x4, d, thr)["x"].dropna().to_numpy(), frac_diff_ffd(x4, d, thr)["x"].to_numpy(), rtol=1e-12)
     print(f"n = 10,000     snippet 5.3 loop {t_ref * 1e3:9.1f} ms   ours {t_ours * 1e3:7.3f} ms   "
           f"ratio {t_ref / t_ours:8.0f}x  (target >= 300x)  identical to 1e-12: {same}")
 
     # 2. n = 1e6
     x6 = np.log(100) + rng.normal(0, 0.01, 1_000_000).cumsum()
-    t6 = best_of(lambda: ffd(x6, d, thr))
+    t6 = best_of(lambda: ffd(x6, d, thr))[0]
     line = f"n = 1,000,000  ours {t6 * 1e3:7.1f} ms (target < 100 ms)"
     fd = fracdiff_modern()  # optional dev dependency
     if fd is not None:
         fdiff = fd.fdiff
-        t_fd = best_of(lambda: fdiff(x6, n=d, window=k, mode="valid"))
+        t_fd = best_of(lambda: fdiff(x6, n=d, window=k, mode="valid"))[0]
         ours_valid = ffd(x6, d, thr)[k - 1:]
         theirs = fdiff(x6, n=d, window=k, mode="valid")
         agree = np.allclose(ours_valid, theirs, rtol=1e-8, atol=1e-10)

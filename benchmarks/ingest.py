@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from timing import best_of
 from workbench import config
 from workbench.ingest import derive_tables, load_wallet, read_events
 from workbench.simulate import SimConfig, ensure_simulation
@@ -27,15 +28,6 @@ from workbench.simulate import SimConfig, ensure_simulation
 def naive(folder: Path) -> int:
     frames = [pd.DataFrame(json.loads(f.read_text())["prices"]) for f in sorted(folder.glob("*.json"))]
     return len(pd.concat(frames, ignore_index=True))
-
-
-def best(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def main() -> None:
@@ -50,10 +42,10 @@ def main() -> None:
     ensure_simulation(cfg, raw)
     folder = raw / "merged_trades" / cfg.wallet
     n_files = sum(1 for _ in folder.glob("*.json"))
-    t_parse, (events, _, _) = best(lambda: read_events(folder), args.repeat)
-    t_derive, _ = best(lambda: derive_tables(events, "15min"), args.repeat)
-    t_full, data = best(lambda: load_wallet(folder), args.repeat)
-    t_naive, n_naive = best(lambda: naive(folder), args.repeat)
+    t_parse, (events, _, _) = best_of(lambda: read_events(folder), args.repeat, warmup=False)
+    t_derive, _ = best_of(lambda: derive_tables(events, "15min"), args.repeat, warmup=False)
+    t_full, data = best_of(lambda: load_wallet(folder), args.repeat, warmup=False)
+    t_naive, n_naive = best_of(lambda: naive(folder), args.repeat, warmup=False)
     n = len(data.events)
     print(f"data: {n_files:,} files, {n:,} events ({args.days:g} simulated days); best of {args.repeat}")
     print(f"{'stage':<42}{'seconds':>9}{'events/s':>14}")

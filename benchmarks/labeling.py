@@ -21,6 +21,8 @@ import time
 import numpy as np
 import pandas as pd
 
+from references import ou_loop_exit_pnl
+from timing import best_of
 from workbench.labeling import add_vertical_barrier, daily_vol, ou_barrier_grid, ou_paths, triple_barrier
 
 
@@ -37,29 +39,6 @@ def afml_apply_pt_sl_on_t1(close: pd.Series, events: pd.DataFrame, pt_sl: tuple[
         out.loc[loc, "sl"] = df0[df0 < sl[loc]].index.min()  # earliest stop loss
         out.loc[loc, "pt"] = df0[df0 > pt[loc]].index.min()  # earliest profit taking
     return out
-
-
-def loop_exit_pnl(paths: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """AFML snippet 13.2's inner loops over given paths."""
-    out = np.empty((len(grid), len(grid), len(paths)))
-    rows = paths.tolist()
-    for i, pt in enumerate(grid.tolist()):
-        for j, sl in enumerate(grid.tolist()):
-            for k, path in enumerate(rows):
-                for t, p in enumerate(path):
-                    if p >= pt or p <= -sl or t == len(path) - 1:
-                        out[i, j, k] = p
-                        break
-    return out
-
-
-def best(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
 
 
 def main() -> None:
@@ -85,7 +64,7 @@ def main() -> None:
     t0 = time.perf_counter()
     triple_barrier(close.iloc[:2000], events[:5], pt_sl, vol, vertical=5)
     t_warm = time.perf_counter() - t0
-    t_fast, out = best(lambda: triple_barrier(close, events, pt_sl, vol, vertical=vertical), args.repeat)
+    t_fast, out = best_of(lambda: triple_barrier(close, events, pt_sl, vol, vertical=vertical), args.repeat, warmup=False)
     n_touch = (out["barrier"] != "vertical").mean()
     scanned = (close.index.searchsorted(out["t1"]) - close.index.searchsorted(out.index)).mean()
     print(f"triple barrier: {args.events:,} events on {args.bars:,} one-minute bars, 1-day vertical barrier, "
@@ -98,7 +77,7 @@ def main() -> None:
     sub = np.unique(np.linspace(0, args.events - 1, min(args.ref_events, args.events)).round().astype(int))
     ev_df = pd.DataFrame({"t1": vertical.iloc[sub], "trgt": vol.reindex(events[sub]), "side": 1.0},
                          index=events[sub])
-    t_ref_sub, ref = best(lambda: afml_apply_pt_sl_on_t1(close, ev_df, pt_sl), 1)
+    t_ref_sub, ref = best_of(lambda: afml_apply_pt_sl_on_t1(close, ev_df, pt_sl), 1, warmup=False)
     t_ref = t_ref_sub * args.events / len(sub)
     ref_t1 = ref[["t1", "sl", "pt"]].fillna(close.index[-1]).min(axis=1)
     agree = int((out["t1"].iloc[sub].to_numpy() == ref_t1.to_numpy()).sum())
@@ -111,9 +90,9 @@ def main() -> None:
     # ---- AFML ch. 13
     grid = np.linspace(0.5, 10, 21)
     ou_barrier_grid(5.0, 25.0, n_paths=100)  # warm-up
-    t_ou, _ = best(lambda: ou_barrier_grid(5.0, 25.0, n_paths=args.paths, seed=0), max(1, args.repeat // 2))
+    t_ou, _ = best_of(lambda: ou_barrier_grid(5.0, 25.0, n_paths=args.paths, seed=0), max(1, args.repeat // 2), warmup=False)
     n_loop = 20
-    t_loop, _ = best(lambda: loop_exit_pnl(ou_paths(5.0, 25.0, n_paths=n_loop, seed=0), grid), 1)
+    t_loop, _ = best_of(lambda: ou_loop_exit_pnl(ou_paths(5.0, 25.0, n_paths=n_loop, seed=0), grid, grid), 1, warmup=False)
     t_loop_all = t_loop * args.paths / n_loop
     t0 = time.perf_counter()
     for f in (0.0, 5.0, 10.0, -5.0, -10.0):

@@ -38,3 +38,21 @@ def frac_diff_ffd(series: pd.DataFrame, d: float, thres: float = 1e-5) -> pd.Dat
             df_[loc1] = np.dot(w.T, series_f.loc[loc0:loc1])[0, 0]
         df[name] = pd.Series(df_, dtype=float)
     return pd.concat(df, axis=1)
+
+
+def ou_loop_exit_pnl(paths: np.ndarray, pt_grid: np.ndarray, sl_grid: np.ndarray) -> np.ndarray:
+    """AFML snippet 13.2's inner loops, in plain Python over given paths: the exit P&L of every path for
+    every (profit-taking, stop-loss) rule, exiting at the first touch or at the last step.
+
+    Returns an array of shape ``(len(pt_grid), len(sl_grid), n_paths)``.
+    """
+    out = np.empty((len(pt_grid), len(sl_grid), len(paths)))
+    rows = paths.tolist()
+    for i, pt in enumerate(np.asarray(pt_grid).tolist()):
+        for j, sl in enumerate(np.asarray(sl_grid).tolist()):
+            for k, path in enumerate(rows):
+                for t, p in enumerate(path):
+                    if p >= pt or p <= -sl or t == len(path) - 1:
+                        out[i, j, k] = p
+                        break
+    return out

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from references import ou_loop_exit_pnl
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -394,20 +395,6 @@ def test_fitted_exit_barriers_recover_the_hidden_policy(two_days):
 # ------------------------------------------------------------------------------------------------
 # AFML ch. 13: optimal trading rules on OU paths
 # ------------------------------------------------------------------------------------------------
-def _loop_exit_pnl(paths: np.ndarray, pt_grid: np.ndarray, sl_grid: np.ndarray) -> np.ndarray:
-    """AFML snippet 13.2 as a plain Python loop over the same paths."""
-    out = np.empty((len(pt_grid), len(sl_grid), len(paths)))
-    rows = paths.tolist()
-    for i, pt in enumerate(pt_grid.tolist()):
-        for j, sl in enumerate(sl_grid.tolist()):
-            for k, path in enumerate(rows):
-                for t, p in enumerate(path):
-                    if p >= pt or p <= -sl or t == len(path) - 1:
-                        out[i, j, k] = p
-                        break
-    return out
-
-
 def test_ou_paths_follow_the_recursion():
     paths = ou_paths(5.0, 25.0, sigma=1.0, max_hp=30, n_paths=4, seed=3)
     eps = np.random.default_rng(3).standard_normal((30, 4))
@@ -424,7 +411,7 @@ def test_ou_grid_matches_a_plain_loop(forecast, half_life):
     grid = np.linspace(0.5, 10, 21)
     paths = ou_paths(forecast, half_life, n_paths=60, seed=5)
     fast = ou_exit_pnl(paths, grid, grid)
-    slow = _loop_exit_pnl(paths, grid, grid)
+    slow = ou_loop_exit_pnl(paths, grid, grid)
     np.testing.assert_array_equal(fast, slow)
     sharpe = ou_barrier_grid(forecast, half_life, n_paths=60, seed=5)
     np.testing.assert_allclose(sharpe.to_numpy(), slow.mean(-1) / slow.std(-1), rtol=1e-12)
@@ -447,7 +434,7 @@ def test_ou_optimum_where_the_book_finds_it(ou_grids):
 @pytest.mark.parametrize("key", [(0.0, 5.0), (5.0, 5.0), (5.0, 25.0)])
 def test_ou_max_sharpe_close_to_a_loop_reference(ou_grids, key):
     grid = np.linspace(0.5, 10, 21)
-    slow = _loop_exit_pnl(ou_paths(*key, n_paths=250, seed=11), grid, grid)
+    slow = ou_loop_exit_pnl(ou_paths(*key, n_paths=250, seed=11), grid, grid)
     ref_max = np.nanmax(slow.mean(-1) / slow.std(-1))
     assert ou_optimum(ou_grids[key])["sharpe"] == pytest.approx(ref_max, rel=0.2)
 

@@ -188,6 +188,39 @@ def _atomic_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     return p
 
 
+class _Checkpointed:
+    """Save/load of a trainer's model with a version tag (``<prefix>...``) checked on load."""
+
+    MODEL: type[nn.Module]
+    PREFIX: str
+    KIND: str
+    DEFAULT_VERSION: str
+    model: Any
+    encoder: "TextEncoder"
+    history: list[dict[str, float]]
+
+    def save(self, path: str | os.PathLike[str], version: str | None = None) -> Path:
+        """Write the model, its configuration, the version tag and the training history (atomically)."""
+        version = version or self.DEFAULT_VERSION
+        if not version.startswith(self.PREFIX):
+            raise ValueError(f"a {self.KIND} version tag must start with {self.PREFIX!r}, got {version!r}")
+        return _atomic_save({"model_state_dict": self.model.state_dict(), "config": self.model.config,
+                             "version": version, "text_encoder": self.encoder.name, "history": self.history}, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], text_encoder: "TextEncoder | None" = None, device: str | None = None) -> Any:
+        """Rebuild a trainer from :meth:`save`'s file; refuses a checkpoint of another kind."""
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not str(ckpt.get("version", "")).startswith(cls.PREFIX):
+            raise ValueError(f"{path}: not a {cls.KIND} checkpoint (version {ckpt.get('version')!r})")
+        model = cls.MODEL(**ckpt["config"])
+        model.load_state_dict(ckpt["model_state_dict"])
+        trainer = cls(model, text_encoder or TextEncoder(), device=device)  # type: ignore[call-arg]
+        trainer.history = ckpt.get("history", [])
+        trainer.version = ckpt["version"]  # type: ignore[attr-defined]
+        return trainer
+
+
 @dataclass
 class _Tensors:
     num_c: torch.Tensor
@@ -197,12 +230,14 @@ class _Tensors:
     w: torch.Tensor
 
 
-class RewardModelTrainer:
+class RewardModelTrainer(_Checkpointed):
     """Trains a :class:`RewardModel` on preference pairs with the Bradley-Terry loss.
 
     Early stopping keeps the weights of the epoch with the best validation pair accuracy (the share of
     validation pairs whose chosen decision scores higher).
     """
+
+    MODEL, PREFIX, KIND, DEFAULT_VERSION = RewardModel, "rm-", "reward-model", REWARD_MODEL_VERSION
 
     def __init__(self, model: RewardModel, text_encoder: TextEncoder, learning_rate: float = 1e-4,
                  device: str | None = None, weight_decay: float = 1e-4, seed: int = 0) -> None:
@@ -283,22 +318,6 @@ class RewardModelTrainer:
         txt = torch.as_tensor(self.encoder.encode_analyses([d.analysis for d in decisions]), device=self.device)
         return self.model(num, txt).cpu().numpy()
 
-    def save(self, path: str | os.PathLike[str], version: str = REWARD_MODEL_VERSION) -> Path:
-        return _atomic_save({"model_state_dict": self.model.state_dict(), "config": self.model.config,
-                             "version": version, "text_encoder": self.encoder.name, "history": self.history}, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], text_encoder: TextEncoder | None = None,
-             device: str | None = None) -> "RewardModelTrainer":
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not str(ckpt.get("version", "")).startswith("rm-"):
-            raise ValueError(f"{path}: not a reward-model checkpoint (version {ckpt.get('version')!r})")
-        model = RewardModel(**ckpt["config"])
-        model.load_state_dict(ckpt["model_state_dict"])
-        trainer = cls(model, text_encoder or TextEncoder(), device=device)
-        trainer.history = ckpt.get("history", [])
-        trainer.version = ckpt["version"]  # type: ignore[attr-defined]
-        return trainer
 
 
 # ------------------------------------------------------------------------------------------------
@@ -350,13 +369,15 @@ def aggregate_steps(step_probs: np.ndarray, weights: Sequence[float] | None = No
     raise ValueError(f"how must be product, min or weighted_mean, got {how!r}")
 
 
-class ProcessRewardTrainer:
+class ProcessRewardTrainer(_Checkpointed):
     """Trains a :class:`ProcessRewardModel` on step-level correctness labels (binary cross-entropy).
 
     trl no longer ships a process-reward trainer; this one is small: step texts are embedded once
     (cached), labels come from the step verifier, the loss is class-balanced (wrong steps are rare) and
     early stopping uses the validation ROC AUC of telling right steps from wrong ones.
     """
+
+    MODEL, PREFIX, KIND, DEFAULT_VERSION = ProcessRewardModel, "prm-", "process-reward", "prm-1"
 
     def __init__(self, model: ProcessRewardModel, text_encoder: TextEncoder, learning_rate: float = 1e-3,
                  device: str | None = None, seed: int = 0) -> None:
@@ -439,19 +460,3 @@ class ProcessRewardTrainer:
         num, txt, step = self._tensors(step_texts, features, None)
         n = len(step_texts)
         return torch.sigmoid(self.model(num, txt, step)).cpu().numpy().reshape(n, -1)
-
-    def save(self, path: str | os.PathLike[str], version: str = "prm-1") -> Path:
-        return _atomic_save({"model_state_dict": self.model.state_dict(), "config": self.model.config,
-                             "version": version, "text_encoder": self.encoder.name, "history": self.history}, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], text_encoder: TextEncoder | None = None,
-             device: str | None = None) -> "ProcessRewardTrainer":
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if not str(ckpt.get("version", "")).startswith("prm-"):
-            raise ValueError(f"{path}: not a process-reward checkpoint (version {ckpt.get('version')!r})")
-        model = ProcessRewardModel(**ckpt["config"])
-        model.load_state_dict(ckpt["model_state_dict"])
-        t = cls(model, text_encoder or TextEncoder(), device=device)
-        t.history = ckpt.get("history", [])
-        return t
