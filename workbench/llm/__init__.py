@@ -1,0 +1,56 @@
+"""A language model that writes verifiable four-step trading analyses, fine-tuned with LoRA and DPO (notebook 06).
+
+Instead of a bare "BUY (confidence 0.8)", the model writes the analysis of :mod:`workbench.analysis`
+(technical analysis, risk assessment, market context, trading signal with confidence, size, stop loss and
+take profit), whose every claim :class:`workbench.analysis.StepVerifier` checks against the facts, and it
+learns from market outcomes through notebook 05's preference pairs.
+
+Modules
+-------
+``data``        notebook 05's contract, synthetic decision points, the SFT split and its quality checks
+``model``       the tiny Llama-style base and its BPE tokenizer, or any local Hugging Face causal LM
+``train``       pretraining of the tiny base, SFT with LoRA (Hu et al. 2021), DPO (Rafailov et al. 2023)
+``evaluate``    generation, perplexity, step verification (Lightman et al. 2023), calibration, market outcome
+``commentary``  market commentaries with checkable claims and their verifier
+``chat``        questions about the market and a decision: input validation, bounded context, widget
+``figures``     training curves and evaluation figures
+``pipeline``    glue for the notebook and the CLI
+``cli``         ``python -m workbench.llm generate | train | infer | commentary | chat``
+"""
+
+from __future__ import annotations
+
+import workbench  # noqa: F401  (offline flags before transformers is imported)
+from workbench.llm.chat import CHAT_SYSTEM_PROMPT, ChatReply, ChatSession, Sanitized, answer_from_facts, chat_widget, \
+    fit_context, sanitize
+from workbench.llm.commentary import (Commentary, CommentaryFacts, CommentaryVerification, CommentaryVerifier,
+                                      commentary_facts, commentary_or_none, describe_commentary, template_commentary, write_commentary)
+from workbench.llm.data import (DECISION_POINT_COLUMNS, ContractError, SFTData, action_balance, build_sft_dataset,
+                                decision_points_from_facts, facts_of, indicator_coverage, pretraining_corpus,
+                                quality_checks, read_decision_points, read_preference_pairs, synthetic_decision_points,
+                                synthetic_facts, synthetic_preference_pairs, write_contract)
+from workbench.llm.evaluate import (CLAIM_KINDS, GenerationSettings, ModelSpec, claim_failures, claim_table, claims_by_kind, completion_nll, decision_from_analysis,
+                                    evaluate_models, generate, perplexity, score_analyses, summarize)
+from workbench.llm.figures import evaluation_figure, training_curves
+from workbench.llm.model import (CHAT_TEMPLATE, TINY, TinyConfig, build_tiny_model, device_report, format_prompt,
+                                 load_base, reload_check, train_tokenizer)
+from workbench.llm.pipeline import (Inputs, dpo_adapter_chain, load_inputs, market_data, model_specs, price_source,
+                                    save_json, save_tables, true_steps_answer)
+from workbench.llm.train import (BaseModel, LoRASettings, MetricsCallback, TrainResult, TrainSettings, build_tiny_base,
+                                 get_base, load_policy, pretrain, settings_for, train_dpo, train_sft)
+
+__all__ = [
+    "CHAT_SYSTEM_PROMPT", "CHAT_TEMPLATE", "CLAIM_KINDS", "claim_table", "claims_by_kind", "DECISION_POINT_COLUMNS", "TINY", "BaseModel", "ChatReply", "ChatSession",
+    "Commentary", "CommentaryFacts", "CommentaryVerification", "CommentaryVerifier", "ContractError",
+    "GenerationSettings", "Inputs", "LoRASettings", "MetricsCallback", "ModelSpec", "SFTData", "Sanitized",
+    "TinyConfig", "TrainResult", "TrainSettings", "action_balance", "answer_from_facts", "build_sft_dataset",
+    "build_tiny_base", "build_tiny_model", "chat_widget", "claim_failures", "commentary_facts", "completion_nll",
+    "commentary_or_none", "decision_from_analysis", "describe_commentary", "decision_points_from_facts", "device_report", "dpo_adapter_chain", "evaluate_models",
+    "evaluation_figure", "facts_of", "fit_context", "format_prompt", "generate", "get_base", "indicator_coverage",
+    "load_base", "load_inputs", "load_policy", "market_data", "model_specs", "perplexity", "pretrain",
+    "pretraining_corpus", "price_source", "quality_checks", "read_decision_points", "read_preference_pairs",
+    "reload_check", "sanitize", "save_json", "save_tables", "score_analyses", "settings_for", "summarize",
+    "synthetic_decision_points", "synthetic_facts", "synthetic_preference_pairs", "template_commentary",
+    "train_dpo", "train_sft", "train_tokenizer", "training_curves", "true_steps_answer", "write_commentary",
+    "write_contract",
+]
