@@ -181,3 +181,191 @@ def alternative_signal(f: Facts, cfg: RLConfig) -> str:
 def facts_column(values: Sequence[Any]) -> list[Facts]:
     """Facts from a dataset column of JSON strings or dicts (as trl passes extra columns)."""
     return [Facts(**(json.loads(v) if isinstance(v, str) else v)) for v in values]
+
+
+# ------------------------------------------------------------------------------------------------
+# Added for notebook 07: format, process from a process reward model, outcome from the replay
+# ------------------------------------------------------------------------------------------------
+def format_reward(texts: Sequence[str]) -> np.ndarray:
+    """Share of the four steps present (``Step k - ...``), step 4 counting only with a parseable signal and
+    confidence: in [0, 1], shape ``(n,)``. The "format reward" of GRPO recipes (DeepSeek-R1): it says
+    nothing about truth, only whether the analysis is complete."""
+    out = np.zeros(len(texts))
+    for i, t in enumerate(texts):
+        steps = split_steps(t)
+        s4 = steps.get("signal_generation", "")
+        ok4 = bool(re.search(r"\b(BUY|SELL|HOLD)\b", s4)) and bool(re.search(r"confidence\s*[+-]?\d", s4, re.I))
+        out[i] = (sum(s in steps for s in STEPS[:3]) + ok4) / 4
+    return out
+
+
+def prm_step_probs(texts: Sequence[str], facts: Sequence[Facts], prm: Any) -> np.ndarray:
+    """``(n, 4)`` probabilities that each step is correct, from notebook 05's process reward model
+    (:class:`workbench.rlaif.ProcessRewardTrainer`); a missing step is scored as an empty step."""
+    from workbench.analysis import STEP_TITLES
+
+    if not len(texts):
+        return np.zeros((0, len(STEPS)))
+    rows = []
+    for t in texts:
+        st = split_steps(t)
+        rows.append([f"Step {i} - {STEP_TITLES[s]}: {st.get(s, '')}" for i, s in enumerate(STEPS, 1)])
+    return np.asarray(prm.step_probs(rows, [f.numeric() for f in facts]), float)
+
+
+def prm_process_reward(texts: Sequence[str], facts: Sequence[Facts], prm: Any, cfg: RLConfig) -> np.ndarray:
+    """Process reward with the process reward model's step probabilities in place of the verifier's verdicts,
+    weighted per step (:func:`process_reward_from_probs`)."""
+    return process_reward_from_probs(prm_step_probs(texts, facts, prm), cfg)
+
+
+class ReplayOutcome:
+    """``OutcomeFn`` for :func:`score`: the realised return of following an analysis' signal on a price source.
+
+    The parsed signal, size, stop and take profit become a :class:`workbench.rlaif.TradingDecision` entered at
+    the facts' ask (BUY) or bid (SELL) (``workbench.llm.decision_from_analysis``), closed by
+    :func:`workbench.rlaif.evaluate` at the stop, the target, the market's expiry or after ``max_hold_ms``.
+    For a HOLD, the alternative return is that of the analyst's trade in the direction the facts point to
+    (:func:`alternative_signal`), so :func:`outcome_reward` can credit an avoided loss. Returns are per
+    share in Up-price units; NaN while the position is still open (or without a source). Results are cached
+    by (market, time, signal, stop, take profit): the same decision is replayed once.
+
+    Parameters
+    ----------
+    source : a price source (``quotes``, ``expiry``, ``now``), e.g. :class:`workbench.rlaif.ReplayPriceSource`.
+    cfg : the configuration (its verifier settings parse the analyses and size the alternative trade).
+    max_hold_ms : longest hold in milliseconds.
+    """
+
+    def __init__(self, source: Any, cfg: RLConfig, max_hold_ms: int = 10 * 60_000) -> None:
+        self.source, self.cfg, self.max_hold_ms = source, cfg, int(max_hold_ms)
+        self._ver = StepVerifier(cfg.verifier)
+        self._cache: dict[tuple[Any, ...], float] = {}
+
+    def _replay(self, parsed: dict[str, Any], f: Facts, t_ms: int) -> float:
+        from workbench.llm import decision_from_analysis
+        from workbench.rlaif import evaluate
+
+        key = (f.market, t_ms, parsed.get("signal"), parsed.get("stop"), parsed.get("take_profit"))
+        if key not in self._cache:
+            d = decision_from_analysis(parsed, f, t_ms, "", "rlhf")
+            out = evaluate(d, self.source, self.max_hold_ms)[0] if d is not None and self.source is not None else None
+            self._cache[key] = float(out.ret) if out is not None else float("nan")
+        return self._cache[key]
+
+    def __call__(self, text: str, f: Facts, extra: dict[str, Any]) -> tuple[float, float]:
+        t_ms = int(extra["time"]) if extra.get("time") is not None else int(pd_time_ms(f.time))
+        parsed = self._ver.verify(text, f).parsed
+        sig = parsed.get("signal")
+        if sig is None:
+            return float("nan"), float("nan")
+        ret = self._replay(parsed, f, t_ms) if sig != "HOLD" else 0.0
+        alt = float("nan")
+        if sig == "HOLD":
+            from workbench.analysis import Analyst
+
+            p = Analyst(self.cfg.verifier).decide(f, alternative_signal(f, self.cfg))
+            alt = self._replay({"signal": p.signal, "confidence": p.confidence, "size": p.size, "stop": p.stop,
+                                "take_profit": p.take_profit}, f, t_ms)
+        return ret, alt
+
+
+def pd_time_ms(iso: str) -> int:
+    """UTC epoch milliseconds of an ISO time (the ``time`` field of :class:`Facts`)."""
+    import pandas as pd
+
+    return int(pd.Timestamp(iso).value // 1_000_000)
+
+
+def completion_text(completion: Any) -> str:
+    """The text of a trl completion: a string, or conversational messages (the assistant's contents joined)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        return str(completion.get("content", ""))
+    return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
+
+
+class GRPOReward:
+    """A reward scheme as a trl ``GRPOTrainer`` reward function: ``f(prompts, completions, **kwargs) -> list[float]``.
+
+    trl passes the dataset's other columns in ``kwargs``: ``facts`` (JSON of :class:`Facts`, required) and
+    ``time`` (epoch ms, optional: taken from the facts otherwise). The reward of a completion is
+    ``Scored.total(scheme)`` (:func:`score`): process (verifier, or the process reward model with
+    ``process="prm"``), outcome and calibration (from ``outcome_fn``, e.g. :class:`ReplayOutcome`), guarded
+    mentions; plus ``format_weight x`` :func:`format_reward`.
+
+    Every call appends one row per completion to :attr:`records` (the trainer's step, each component, the
+    verifier's per-step verdicts) for the diagnostics, and reports the components' means to the trainer
+    (``log_metric``) so they appear in its logs next to ``reward``.
+
+    Parameters
+    ----------
+    scheme : a :class:`Scheme` or its name (``outcome-only``, ``process-only``, ``combined``).
+    cfg : the configuration.
+    outcome_fn : needed when the scheme weights outcome or calibration (else those are 0).
+    process : ``"verifier"`` (step labels, as the human labels of Lightman et al. 2023) or ``"prm"``.
+    prm : a :class:`workbench.rlaif.ProcessRewardTrainer` (``process="prm"``).
+    format_weight : weight of the format reward (0 by default: the schemes as in ``rlhf_config.yaml``).
+    name : the name trl logs (``rewards/<name>/mean``); default from the scheme.
+    """
+
+    def __init__(self, scheme: Scheme | str, cfg: RLConfig, outcome_fn: OutcomeFn | None = None, process: str = "verifier",
+                 prm: Any = None, format_weight: float = 0.0, name: str | None = None) -> None:
+        if process not in ("verifier", "prm"):
+            raise ValueError(f"process must be 'verifier' or 'prm', got {process!r}")
+        if process == "prm" and prm is None:
+            raise ValueError("process='prm' needs a process reward model (prm=...)")
+        self.scheme_name = scheme if isinstance(scheme, str) else "custom"
+        self.scheme = Scheme.named(scheme) if isinstance(scheme, str) else scheme
+        self.cfg, self.outcome_fn, self.process, self.prm = cfg, outcome_fn, process, prm
+        self.format_weight = float(format_weight)
+        self.__name__ = name or self.scheme_name.replace("-", "_")
+        self.records: list[dict[str, Any]] = []
+        self.calls = 0
+
+    def score_texts(self, texts: Sequence[str], facts: Sequence[Facts], times: Sequence[Any] | None = None
+                    ) -> tuple[np.ndarray, Scored]:
+        """``(rewards (n,), components)`` of analyses of the given facts (outside a trainer too)."""
+        sch = self.scheme
+        need_outcome = self.outcome_fn is not None and (sch.outcome != 0 or sch.calibration != 0)
+        extras = [{"time": t} for t in (times if times is not None else [None] * len(texts))]
+        s = score(texts, facts, self.cfg, self.outcome_fn if need_outcome else None, extras)
+        if self.process == "prm" and sch.process != 0:
+            s.process = prm_process_reward(texts, facts, self.prm, self.cfg)
+        total = s.total(sch)
+        if self.format_weight:
+            total = total + self.format_weight * format_reward(texts)
+        return total, s
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        if "facts" not in kwargs:
+            raise KeyError("the GRPO dataset needs a 'facts' column (JSON of workbench.analysis.Facts)")
+        texts = [completion_text(c) for c in completions]
+        facts = facts_column(kwargs["facts"])
+        total, s = self.score_texts(texts, facts, kwargs.get("time"))
+        state = kwargs.get("trainer_state")
+        step = int(getattr(state, "global_step", self.calls)) if state is not None else self.calls
+        ver = StepVerifier(self.cfg.verifier)
+        for i, (t, f) in enumerate(zip(texts, facts)):
+            ok = ver.verify(t, f).step_ok
+            self.records.append({"call": self.calls, "step": step, "reward": float(total[i]),
+                                 "process": float(s.process[i]), "outcome": float(s.outcome[i]),
+                                 "calibration": float(s.calibration[i]), "mentions": float(s.mentions[i]),
+                                 "true_step_share": float(s.true_step_share[i]),
+                                 "self_consistent": bool(s.self_consistent[i]), "signal": s.signals[i],
+                                 "return": float(s.returns[i]), **{f"ok_{k}": bool(ok[k]) for k in STEPS},
+                                 "text": t})
+        log = kwargs.get("log_metric")
+        if callable(log):
+            for k in ("process", "outcome", "calibration", "true_step_share"):
+                log(f"components/{k}", float(np.mean(getattr(s, k))))
+        self.calls += 1
+        return [float(x) for x in total]
+
+
+def grpo_reward_functions(cfg: RLConfig, outcome_fn: OutcomeFn | None = None, process: str = "verifier",
+                          prm: Any = None, schemes: Sequence[str] = ("outcome-only", "process-only", "combined"),
+                          format_weight: float = 0.0) -> dict[str, GRPOReward]:
+    """One trl reward function per scheme (name -> :class:`GRPOReward`)."""
+    return {s: GRPOReward(s, cfg, outcome_fn, process, prm, format_weight) for s in schemes}
