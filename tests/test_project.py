@@ -7,6 +7,7 @@ import re
 import tomllib
 
 import nbformat
+from papermill.translators import PythonTranslator
 import pytest
 import yaml
 
@@ -72,6 +73,10 @@ def test_notebooks_are_thin_and_clean(path):
         assert isinstance(tree.body[0], ast.Assign), line
         ast.literal_eval(tree.body[0].value)
         assert "  # " in line, f"parameter without a comment: {line}"
+    # papermill must see every parameter, or an override is silently ignored (its parser rejects e.g. '=' in a comment)
+    seen = {p.name for p in PythonTranslator.inspect(params[0])}
+    names = {ast.parse(line.split("#")[0]).body[0].targets[0].id for line in params[0].source.splitlines() if line.strip()}
+    assert names == seen, f"papermill cannot parse the parameters {sorted(names - seen)}"
     for c in code:
         tree = ast.parse(c.source)
         defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]

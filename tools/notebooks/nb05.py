@@ -28,7 +28,7 @@ DECISION_EVERY = 15  # steps (minutes) between decision points, in each period o
 RLAIF_EVERY = 4  # every k-th decision point gets the full candidate set (outcomes, pairs, reward models)
 MISTAKE_SOURCES = 2  # analyses with controlled mistakes per decision point
 HOLD_MINUTES = 10  # maximum holding time of a tracked position
-METRIC = "risk_adjusted"  # preference metric: return, sharpe or risk_adjusted = return / (1 + |max drawdown|)
+METRIC = "risk_adjusted"  # preference metric: return, sharpe or risk_adjusted (return over 1 + abs(max drawdown))
 MIN_MARGIN = 0.02  # minimum metric difference of a kept pair (Up-price units per share)
 RM_EPOCHS = 10  # outcome reward model epochs (rlhf_config.yaml: reward_epochs)
 RM_LEARNING_RATE = 1e-4  # outcome reward model learning rate (rlhf_config.yaml: reward_learning_rate)
@@ -67,6 +67,7 @@ book = backtest.QuoteBook(data01.events)
 max_hold_ms = HOLD_MINUTES * 60_000
 analyst = analysis.Analyst(cfg.verifier, seed=SEED)
 points, facts = study.decision_points(steps, periods, DECISION_EVERY, book, analyst, capital=cfg.verifier.capital)
+print(f"{points.attrs['incomplete']} candidate steps skipped: an indicator was still warming up (no 'nan' in a prompt)")
 points = study.attach_outcomes(points, facts, analyst, ReplayPriceSource(book), max_hold_ms)
 print(f"{len(points):,} decision points:", points["period"].value_counts().to_dict())
 print(analysis.prompt_from_facts(facts[len(facts) // 2]), "\n")

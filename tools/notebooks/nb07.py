@@ -37,7 +37,7 @@ PROFILE = None  # its override block, "cpu" or "gpu" (None: by the device)
 SFT_DIR = None  # folder with notebook 06's sft_adapter and base (None: models/llm of the work directory)
 SCHEMES = ["outcome-only", "process-only", "combined"]  # reward schemes trained with GRPO
 PROCESS_REWARD = "verifier"  # process reward during RL: "verifier" (step labels) or "prm" (notebook 05's model)
-RL_PROMPTS = 96  # train/val prompts GRPO reads; RL steps = RL_PROMPTS / rlhf.batch_size x rlhf.rl_epochs
+RL_PROMPTS = 96  # train/val prompts GRPO reads; RL steps: RL_PROMPTS / rlhf.batch_size x rlhf.rl_epochs
 RL_LEARNING_RATE = 2e-4  # LoRA learning rate of GRPO (None: rlhf.learning_rate of the configuration)
 NUM_GENERATIONS = None  # completions per prompt, the GRPO group (None: 4 on CPU, 8 on GPU)
 MAX_COMPLETION_LENGTH = None  # longest rollout in tokens (None: 240 on CPU, 512 on GPU)

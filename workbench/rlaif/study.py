@@ -27,19 +27,27 @@ def decision_points(steps: pd.DataFrame, periods: pd.Series, every: int, book: A
     analyst's clean analysis: the table notebook 06 fine-tunes on.
 
     Returns the table (``time, market, facts, prompt, completion, signal, confidence, period``) and the
-    facts list in the same order.
+    facts list in the same order. Steps whose facts are incomplete (an indicator still warming up at the
+    start of the data or after a gap, so a number in the prompt would read "nan") are not decision points;
+    their count is in ``table.attrs["incomplete"]``.
     """
     rows = np.concatenate([np.flatnonzero((periods == p).to_numpy())[::every] for p in ("train", "val", "test")])
     rows = np.sort(rows)
     sub = steps.iloc[rows]
     facts = facts_from_steps(sub, book, capital)
+    complete = np.array([all(np.isfinite(v) for v in f.to_dict().values() if isinstance(v, float)) for f in facts],
+                        dtype=bool)
+    sub, facts = sub[complete], [f for f, ok in zip(facts, complete) if ok]
+    rows = rows[complete]
     out = []
     for f, (t, period) in zip(facts, zip(sub.index, periods.iloc[rows])):
         a = analyst.write(f)
         out.append({"time": int(t.value // 10**6), "market": f.market, "facts": json.dumps(f.to_dict()),
                     "prompt": prompt_from_facts(f), "completion": a.text, "signal": a.params.signal,
                     "confidence": a.params.confidence, "period": period})
-    return pd.DataFrame(out), facts
+    table = pd.DataFrame(out)
+    table.attrs["incomplete"] = int((~complete).sum())
+    return table, facts
 
 
 def candidates(points: pd.DataFrame, facts: Sequence[Facts], analyst: Analyst, twin_actions: dict[str, np.ndarray],

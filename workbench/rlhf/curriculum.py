@@ -76,6 +76,9 @@ def stage_of(difficulty: np.ndarray) -> np.ndarray:
     d = np.asarray(difficulty, float)
     if not len(d):
         return np.array([], dtype=object)
+    if not np.isfinite(d).all():
+        raise ValueError(f"difficulty is not finite for {int((~np.isfinite(d)).sum())} of {len(d)} decision points: "
+                         "their facts are incomplete (NaN indicators); notebook 05 skips such steps, re-run it")
     rank = pd.Series(d).rank(method="first").to_numpy() - 1
     k = np.minimum((3 * rank / len(d)).astype(int), 2)
     return np.array(STAGES, dtype=object)[k]
