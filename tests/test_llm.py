@@ -306,3 +306,19 @@ def test_cli_generate_and_chat(tmp_path, capsys):
     assert main(["chat", "--eval-data", str(tmp_path / "sft.test.jsonl"), "--question", "What is the RSI?"]) == 0
     assert "RSI(14) is" in capsys.readouterr().out
     assert main(["train", "--train-data", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_true_steps_answer_follows_the_measured_shares():
+    from workbench.llm.pipeline import true_steps_answer
+
+    summary = pd.DataFrame({"n": [64, 64], "true_step_share": [0.19, 0.93], "all_steps_true": [0.0, 0.8],
+                            "well_formed": [1.0, 1.0]}, index=["SFT", "DPO"])
+    kinds = lambda copied, computed: pd.DataFrame(  # noqa: E731
+        {"made": [512, 64], "false": [0, 0], "false_share": [copied, computed]},
+        index=["copied from the prompt", "computed (arithmetic)"])
+    failures = pd.Series({"technical_analysis: rsi_value": 0.98})
+    bad = true_steps_answer(summary, kinds(0.82, 0.97), failures, 0.9, "SFT")
+    assert "No: SFT does not reach 90%" in bad and "not learned to copy" in bad and "82%" in bad
+    assert "mostly right" not in bad  # 82% wrong copies are not "mostly right"
+    good = true_steps_answer(summary, kinds(0.05, 0.6), failures, 0.9, "DPO")
+    assert "Yes: DPO reaches 90%" in good and "mostly right (5% wrong)" in good and "(60% wrong)" in good

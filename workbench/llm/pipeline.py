@@ -135,12 +135,13 @@ def true_steps_answer(summary: pd.DataFrame, kinds: pd.DataFrame, failures: pd.S
         size.append(f"{sft_steps} SFT steps")
     copied = kinds["false_share"].get("copied from the prompt", np.nan) if len(kinds) else np.nan
     computed = kinds["false_share"].get("computed (arithmetic)", np.nan) if len(kinds) else np.nan
-    if np.isfinite(copied) and np.isfinite(computed) and copied < computed:
-        what = ("numbers copied from the prompt are mostly right, the claims that need arithmetic (the Up mid, the "
-                "risk = size x |entry - stop|, the share of capital) are not")
-    elif np.isfinite(copied) and copied >= 0.3:
-        what = ("the model writes the format but has not learned to copy the prompt's numbers into it (finding a number "
-                "by its context and reproducing it digit by digit), let alone the arithmetic claims")
+    if np.isfinite(copied) and copied >= 0.3:  # the measured shares decide the sentence, never a fixed text
+        what = (f"the model writes the format but has not learned to copy the prompt's numbers into it ({copied:.0%} of "
+                "copied numbers are wrong: finding a number by its context and reproducing it digit by digit)"
+                + (f", let alone the arithmetic claims ({computed:.0%} wrong)" if np.isfinite(computed) else ""))
+    elif np.isfinite(copied) and np.isfinite(computed) and copied < computed:
+        what = (f"numbers copied from the prompt are mostly right ({copied:.0%} wrong), the claims that need arithmetic "
+                f"(the Up mid, the risk = size x |entry - stop|, the share of capital) are not ({computed:.0%} wrong)")
     else:
         what = "no claim kind dominates"
     lines.append(f"What limits it ({', '.join(size) if size else 'this model'}): {what}. More SFT steps and a larger "
