@@ -4,14 +4,13 @@ validation, commentary verifier, evaluation with a fake price source, CLI. Synth
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from workbench.analysis import Analyst, Facts, StepVerifier, prompt_from_facts
+from workbench.analysis import Facts, StepVerifier, prompt_from_facts
 from workbench.llm import chat as C
 from workbench.llm import commentary as K
 from workbench.llm import data as D

@@ -17,7 +17,6 @@ import torch
 
 from test_analysis import FACTS, GOOD
 from workbench.analysis import Analyst, Facts
-from workbench.config import PROJ_ROOT
 from workbench.llm import data as D
 from workbench.rlconfig import load_config
 from workbench.rlhf import curriculum as C

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import json
 import os
 import platform
 import subprocess
@@ -29,7 +28,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from workbench import config
+from workbench import atomic, config
 from workbench.simulate import SimConfig, ensure_simulation
 
 #: Packages whose versions go into every manifest.
@@ -136,12 +135,6 @@ def git_state(root: Path = config.PROJ_ROOT) -> dict[str, Any]:
     return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 
-def _atomic_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 @dataclass
 class ChainResult:
     run_dir: Path
@@ -214,7 +207,7 @@ def run_chain(profile: str = "default", *, only: Sequence[str] | None = None,
         f"wallet {sim_cfg.wallet} ({time.perf_counter() - t0:.1f}s)")
     manifest["inputs"] = {"merged_trades": file_tree_hash(paths.merged_trades),
                           "external": file_tree_hash(paths.external)}
-    _atomic_json(run_dir / "manifest.json", manifest)
+    atomic.write_json(run_dir / "manifest.json", manifest)
 
     import papermill
     from papermill.exceptions import PapermillExecutionError
@@ -235,7 +228,7 @@ def run_chain(profile: str = "default", *, only: Sequence[str] | None = None,
             entry.update(status="failed", seconds=round(time.perf_counter() - t_nb, 2),
                          error={"cell": exc.exec_count, "ename": exc.ename, "evalue": exc.evalue})
             manifest.update(status="failed", finished_utc=datetime.now(timezone.utc).isoformat())
-            _atomic_json(run_dir / "manifest.json", manifest)
+            atomic.write_json(run_dir / "manifest.json", manifest)
             log(f"[chain] FAILED {nb.name} at cell [{exc.exec_count}]: {exc.ename}: {exc.evalue}")
             tb = "\n".join(exc.traceback[-8:]) if exc.traceback else ""
             log(_strip_ansi(tb))
@@ -244,16 +237,16 @@ def run_chain(profile: str = "default", *, only: Sequence[str] | None = None,
             entry.update(status="failed", seconds=round(time.perf_counter() - t_nb, 2),
                          error={"ename": type(exc).__name__, "evalue": str(exc)})
             manifest.update(status="failed", finished_utc=datetime.now(timezone.utc).isoformat())
-            _atomic_json(run_dir / "manifest.json", manifest)
+            atomic.write_json(run_dir / "manifest.json", manifest)
             log(f"[chain] FAILED {nb.name}: {type(exc).__name__}: {exc}")
             return ChainResult(run_dir, manifest)
         entry.update(status="ok", seconds=round(time.perf_counter() - t_nb, 2))
-        _atomic_json(run_dir / "manifest.json", manifest)
+        atomic.write_json(run_dir / "manifest.json", manifest)
         log(f"[chain] ok {nb.name} in {entry['seconds']:.1f}s")
     manifest["outputs"] = {"processed": file_tree_hash(paths.processed), "figures": file_tree_hash(paths.figures)}
     manifest.update(status="ok", finished_utc=datetime.now(timezone.utc).isoformat(),
                     seconds=round(time.perf_counter() - t0, 2))
-    _atomic_json(run_dir / "manifest.json", manifest)
+    atomic.write_json(run_dir / "manifest.json", manifest)
     log(f"[chain] done in {manifest['seconds']:.1f}s; manifest {run_dir / 'manifest.json'}")
     return ChainResult(run_dir, manifest)
 

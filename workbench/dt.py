@@ -58,7 +58,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
@@ -72,6 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from workbench import atomic
 from workbench.simulate import ACTIONS
 
 __all__ = [
@@ -748,18 +748,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, normalizatio
         "torch_version": str(torch.__version__),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(ckpt, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = atomic.write_file(path, lambda p: torch.save(ckpt, p), fsync=True)
     return path
 
 

@@ -42,6 +42,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from workbench import atomic
 from workbench.ledger import DOWN, UP, LedgerError, MarketPosition
 
 # ------------------------------------------------------------------------------------------------
@@ -1054,16 +1055,9 @@ class WalletData:
         written = {}
         for name in self.TABLES:
             df = getattr(self, name)
-            path = out / f"{name}.parquet"
-            tmp = path.with_name(path.name + ".tmp")
-            df.to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-            written[name] = path
-        meta = out / "ingest.json"
-        meta.with_name("ingest.json.tmp").write_text(json.dumps({"bar_interval": self.bar_interval,
-                                                                 "reconciliation": self.reconciliation()}))
-        os.replace(meta.with_name("ingest.json.tmp"), meta)
-        written["meta"] = meta
+            written[name] = atomic.write_parquet(out / f"{name}.parquet", df, index=False)
+        written["meta"] = atomic.write_json(out / "ingest.json", {"bar_interval": self.bar_interval,
+                                                                  "reconciliation": self.reconciliation()})
         return written
 
     @classmethod

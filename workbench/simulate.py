@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, ndtr
 
+from workbench import atomic
 from workbench.ledger import DOWN, UP, MarketPosition
 
 #: The five action classes, in the design's order. Index = class id used across the project.
@@ -423,12 +424,6 @@ class SimulationResult:
         return self.truth_dir / "markets.parquet"
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def simulate(cfg: SimConfig, raw_dir: Path, *, progress: bool = False) -> SimulationResult:
     """Write the simulated wallet files and the hidden truth under ``raw_dir``.
 
@@ -471,7 +466,7 @@ def simulate(cfg: SimConfig, raw_dir: Path, *, progress: bool = False) -> Simula
     pd.DataFrame(summaries).to_parquet(tmp_truth / "markets.parquet", index=False)
     meta = {"config": cfg.to_dict(), "wallet": wallet, "n_markets": cfg.n_markets, "n_events": n_events,
             "note": "Hidden truth of the simulator: for evaluation only. Training code never reads this folder."}
-    _atomic_write_bytes(tmp_truth / "sim_config.json", json.dumps(meta, indent=2).encode())
+    atomic.write_json(tmp_truth / "sim_config.json", meta)
     for tmp, final in ((tmp_wallet, wallet_dir), (tmp_truth, truth_dir)):
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

@@ -20,7 +20,6 @@ verification; ``commentary`` and ``chat`` print their results.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from workbench import atomic
 from workbench.analysis import MISTAKES, SIGNALS, Analyst, Facts, prompt_from_facts
 
 DECISION_POINT_COLUMNS = ("time", "market", "facts", "prompt", "completion", "signal", "confidence", "outcome_ret",
@@ -211,38 +212,18 @@ def write_contract(folder: str | os.PathLike[str], points: pd.DataFrame, pairs: 
     notebook 06 against synthetic data."""
     folder = Path(folder)
     (folder / "exports").mkdir(parents=True, exist_ok=True)
-    atomic_parquet(validate_decision_points(points), folder / DECISION_POINTS_FILE)
+    atomic.write_parquet(folder / DECISION_POINTS_FILE, validate_decision_points(points))
     sft = points[points["period"] != "test"][["prompt", "completion"]].to_dict("records")
     write_jsonl(sft, folder / SFT_JSONL)
     if pairs is not None:
-        atomic_parquet(pairs, folder / DPO_PARQUET)
+        atomic.write_parquet(folder / DPO_PARQUET, pairs)
         write_jsonl(pairs[list(PAIR_COLUMNS)].to_dict("records"), folder / DPO_JSONL)
     return folder
 
 
-def atomic_parquet(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write ``df`` to ``path`` through a temporary file and :func:`os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp)
-    os.replace(tmp, path)
-    return path
-
-
-def atomic_text(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | os.PathLike[str]) -> Path:
     """One JSON object per line, written atomically."""
-    return atomic_text("".join(json.dumps(_plain(r), ensure_ascii=False) + "\n" for r in rows), path)
+    return atomic.write_text(path, "".join(json.dumps(_plain(r), ensure_ascii=False) + "\n" for r in rows))
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -206,24 +206,17 @@ def _quiet_progress() -> None:
 def save_pretrained(model: Any, tokenizer: Any, folder: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
     """``save_pretrained`` of model and tokenizer into ``folder`` via a temporary folder renamed into place
     (a crash never leaves a half-written model); ``extra`` goes to ``workbench.json``."""
-    import shutil
+    from workbench import atomic
 
-    folder = Path(folder)
     _quiet_progress()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if extra is not None:
-        (tmp / "workbench.json").write_text(json.dumps(extra, indent=2, default=str))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            (tmp / "workbench.json").write_text(json.dumps(extra, indent=2, default=str))
+
+    return atomic.replace_folder(folder, write)
 
 
 @torch.no_grad()

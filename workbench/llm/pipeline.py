@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.llm.data import (CONTRACT_DIR, ContractError, SFTData, atomic_parquet, atomic_text, build_sft_dataset,
+from workbench import atomic
+from workbench.llm.data import (CONTRACT_DIR, ContractError, SFTData, build_sft_dataset,
                                 pairs_for_period, read_decision_points, read_preference_pairs)
 from workbench.llm.evaluate import ModelSpec
 from workbench.llm.train import load_policy
@@ -153,12 +154,12 @@ def save_tables(folder: str | os.PathLike[str], **tables: pd.DataFrame) -> dict[
     """Each table to ``<folder>/<name>.parquet`` atomically (index kept)."""
     out = {}
     for name, df in tables.items():
-        out[name] = atomic_parquet(df, Path(folder) / f"{name}.parquet")
+        out[name] = atomic.write_parquet(Path(folder) / f"{name}.parquet", df)
     return out
 
 
 def save_json(obj: Any, path: str | os.PathLike[str]) -> Path:
-    return atomic_text(json.dumps(obj, indent=2, default=str), path)
+    return atomic.write_json(path, obj)
 
 
 __all__ = ["ContractError", "Inputs", "MAX_HOLD_MS", "attach_periods", "dpo_adapter_chain", "load_inputs",

@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 
 import workbench  # noqa: F401
-from workbench import config
+from workbench import atomic, config
 from workbench.llm.data import SFTData, pretraining_corpus
 from workbench.llm.model import (TINY, TinyConfig, build_tiny_model, device_report, load_base, n_parameters,
                                  reload_check, save_pretrained, train_tokenizer, trl_answer, trl_prompt)
@@ -412,19 +412,6 @@ def _workdir(path: str | os.PathLike[str] | None) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _save_adapter(model: Any, tokenizer: Any, folder: Path, meta: dict[str, Any]) -> Path:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "workbench.json").write_text(json.dumps(meta, indent=2, default=str))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return folder
-
-
 def train_sft(base: BaseModel, train: pd.DataFrame, eval: pd.DataFrame | None, output_dir: str | os.PathLike[str],
               lora: LoRASettings | None = None, settings: TrainSettings | None = None) -> TrainResult:
     """Supervised fine-tuning with a LoRA adapter (trl ``SFTTrainer``, prompt/completion, loss on the
@@ -451,18 +438,11 @@ def train_sft(base: BaseModel, train: pd.DataFrame, eval: pd.DataFrame | None, o
         model.eval()
         meta = {"stage": "sft", "base": str(base.path), "lora": dataclasses.asdict(lora),
                 "settings": dataclasses.asdict(s), "examples": len(train), "seconds": secs}
-        _save_adapter(model, tok, Path(output_dir), meta)
+        save_pretrained(model, tok, output_dir, meta)
     hist = cb.history()
-    atomic_csv(hist, Path(output_dir) / "history.csv")
+    atomic.write_file(Path(output_dir) / "history.csv", lambda p: hist.to_csv(p, index=False))
     return TrainResult("sft", hist, Path(output_dir), secs, int(out.global_step), n_parameters(model, True),
                        n_parameters(model), {"lora_r": lora.r, "lora_alpha": lora.alpha})
-
-
-def atomic_csv(df: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
 
 
 # ------------------------------------------------------------------------------------------------
@@ -542,9 +522,9 @@ def train_dpo(base_path: str | os.PathLike[str], sft_adapter: str | os.PathLike[
         meta = {"stage": "dpo", "base": str(base_path), "sft_adapter": str(sft_adapter), "adapters": adapters,
                 "reference": reference, "lora": dataclasses.asdict(lora), "settings": dataclasses.asdict(s),
                 "pairs": len(train_pairs), "seconds": secs}
-        _save_adapter(model, tok, Path(output_dir), meta)
+        save_pretrained(model, tok, output_dir, meta)
     hist = cb.history()
-    atomic_csv(hist, Path(output_dir) / "history.csv")
+    atomic.write_file(Path(output_dir) / "history.csv", lambda p: hist.to_csv(p, index=False))
     return TrainResult("dpo", hist, Path(output_dir), secs, int(out.global_step), n_parameters(model, True),
                        n_parameters(model), {"reference": reference, "reference_model_in_memory": not no_copy,
                                              "beta": s.beta})

@@ -4,12 +4,12 @@ pairs and supervised examples as JSONL in the forms trl reads, and as chat messa
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from workbench import atomic
 from workbench.rlaif.reward import RewardModelTrainer
 from workbench.rlaif.store import PreferencePair, TradingDecision
 
@@ -26,13 +26,7 @@ def _prompt(d: TradingDecision) -> str:
 
 
 def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 class RLAIFFineTuner:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench import atomic
 from workbench.rlaif.store import PreferencePair, Store, TradingDecision
 
 ACTION_INDEX = {"BUY": 0, "SELL": 1, "HOLD": 2}
@@ -180,12 +181,7 @@ def create_reward_model(text_encoder_name: str | Path | None = None, store: Stor
 
 
 def _atomic_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, p)
-    return p
+    return atomic.write_file(path, lambda p: torch.save(obj, p))
 
 
 class _Checkpointed:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -178,7 +177,7 @@ class OutcomeTracker:
 
     def close_position(self, position_id: str, exit_price: float, reason: str = "manual") -> Outcome:
         """Close by hand at ``exit_price`` (e.g. a live fill), with the marks seen so far."""
-        d = self.store.decision(position_id)
+        self.store.decision(position_id)  # raises KeyError for an unknown id
         row = self.store.conn.execute("SELECT path, last_update FROM positions WHERE id = ?", (position_id,)).fetchone()
         marks = np.asarray(json.loads(row[0]) if row and row[0] else [], float)
         return self.pg.update_outcome(position_id, exit_price, marks, exit_time=row[1] if row else None, reason=reason)

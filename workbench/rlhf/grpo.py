@@ -204,22 +204,6 @@ def policy_chain(folder: str | os.PathLike[str]) -> tuple[str, list[str]]:
     return _resolve(meta["base"], anchor), adapters
 
 
-def _save(model: Any, tokenizer: Any, folder: Path, meta: dict[str, Any]) -> Path:
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "workbench.json").write_text(json.dumps(meta, indent=2, default=str))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.PathLike[str]], prompts: pd.DataFrame,
                reward: Any, settings: RLSettings, output_dir: str | os.PathLike[str] | None = None,
                scheme: str | None = None, extra_rewards: Sequence[Any] = ()) -> RLResult:
@@ -244,6 +228,7 @@ def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.Pa
     from trl import GRPOTrainer
 
     from workbench.llm import LoRASettings, MetricsCallback, load_policy
+    from workbench.llm.model import save_pretrained
     from workbench.llm.train import quiet
 
     s = settings
@@ -283,7 +268,7 @@ def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.Pa
         meta = {"stage": "grpo", "scheme": name, "base": str(base_path), "adapters": [*chain, str(out_dir)],
                 "settings": s.to_dict(), "prompts": len(prompts), "seconds": secs, "steps": int(out.global_step),
                 "reference": "SFT weights with the GRPO adapter disabled (beta > 0)" if s.beta else "none (beta = 0)"}
-        _save(policy, tok, out_dir, meta)
+        save_pretrained(policy, tok, out_dir, meta)
         hist.to_csv(out_dir / "history.csv", index=False)
         records.to_parquet(out_dir / "reward_records.parquet")
         chain = [*chain, str(out_dir)]

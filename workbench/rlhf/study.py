@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -243,14 +243,14 @@ def best_of_n_study(inputs: Inputs, examples: pd.DataFrame, n: int, generation: 
 # ------------------------------------------------------------------------------------------------
 def save_outputs(folder: str | os.PathLike[str], meta: dict[str, Any] | None = None, **tables: pd.DataFrame) -> list[Path]:
     """Each table to ``<folder>/<name>.parquet`` and ``meta`` to ``run.json``, each written atomically."""
-    from workbench.llm.data import atomic_parquet, atomic_text
+    from workbench import atomic
 
     folder = Path(folder)
     out = []
     for name, df in tables.items():
-        out.append(atomic_parquet(_parquet_safe(df), folder / f"{name}.parquet"))
+        out.append(atomic.write_parquet(folder / f"{name}.parquet", _parquet_safe(df)))
     if meta is not None:
-        out.append(atomic_text(json.dumps(meta, indent=2, default=str), folder / "run.json"))
+        out.append(atomic.write_json(folder / "run.json", meta))
     return out
 
 
