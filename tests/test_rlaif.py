@@ -63,6 +63,9 @@ def test_pairing_rules(tmp_path):
     assert all("d" not in (p.chosen.source, p.rejected.source) for p in early)
     assert pg.last_report.dropped["outcome not known yet at as_of"] == 1
     assert pg.generate_preferences("return", min_samples=50, store=False) == []
+    # ids: only the given decisions pair (an earlier run's decisions in the same store stay out)
+    only = pg.generate_preferences("return", min_samples=3, store=False, ids={ds[0].id, ds[1].id, ds[2].id})
+    assert {(p.chosen.source, p.rejected.source) for p in only} == {("a", "b"), ("a", "c"), ("c", "b")}
     # risk-adjusted uses the drawdown: return / (1 + |max drawdown|)
     o = pg.store.outcomes()[ds[0].id]
     assert o.risk_adjusted == pytest.approx(o.ret / (1 + abs(o.max_drawdown)))
@@ -257,3 +260,19 @@ def test_candidates_cover_every_source():
     assert {"rule:momentum", "rule:fair_gap", "rule:contrarian_rsi", "twin@rtg=1", "twin@rtg=5"} <= set(sources)
     assert cands[-2].action == "BUY" and cands[-1].action == "SELL"
     assert all(c.metadata["prompt"] == A.prompt_from_facts(f) for c in cands)
+
+
+def test_a_feature_constant_in_training_cannot_swamp_the_score():
+    import torch
+
+    from workbench.rlaif.reward import RewardModel
+
+    torch.manual_seed(0)
+    m = RewardModel(numerical_dim=3, text_dim=4).eval()
+    x = np.column_stack([np.full(50, 14.9), np.random.default_rng(0).normal(size=(50, 2))]).astype(np.float32)
+    m.fit_normalizer(x)  # column 0 never varies (e.g. minutes left, when every decision was at a market's open)
+    txt = torch.zeros(2, 4)
+    probe = torch.as_tensor(np.array([[14.9, 0.1, -0.2], [6.9, 0.1, -0.2]], np.float32))
+    s = m(probe, txt).detach().numpy()
+    assert np.isfinite(s).all() and s[0] == s[1]  # the unseen variation is ignored, not scaled by 1e6
+    assert torch.isfinite(m.num_std[1:]).all() and float(m.num_std[1]) > 0.5

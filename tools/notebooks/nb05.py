@@ -24,8 +24,8 @@ adds nothing twice. The components would run unchanged against a live price feed
 is a replay whose clock hides the future.
 """),
 ("params", r"""
-DECISION_EVERY = 15  # steps (minutes) between decision points, in each period of notebook 04's split
-RLAIF_EVERY = 4  # every k-th decision point gets the full candidate set (outcomes, pairs, reward models)
+DECISION_EVERY = 7  # steps (minutes) between decision points; co-prime with 15, so they visit every minute of a market
+RLAIF_EVERY = 8  # every k-th decision point gets the full candidate set (outcomes, pairs, reward models)
 MISTAKE_SOURCES = 2  # analyses with controlled mistakes per decision point
 HOLD_MINUTES = 10  # maximum holding time of a tracked position
 METRIC = "risk_adjusted"  # preference metric: return, sharpe or risk_adjusted (return over 1 + abs(max drawdown))
@@ -70,6 +70,7 @@ points, facts = study.decision_points(steps, periods, DECISION_EVERY, book, anal
 print(f"{points.attrs['incomplete']} candidate steps skipped: an indicator was still warming up (no 'nan' in a prompt)")
 points = study.attach_outcomes(points, facts, analyst, ReplayPriceSource(book), max_hold_ms)
 print(f"{len(points):,} decision points:", points["period"].value_counts().to_dict())
+print("minutes left at the decision points:", pd.Series([f.minutes_left for f in facts]).describe().round(1).to_dict())
 print(analysis.prompt_from_facts(facts[len(facts) // 2]), "\n")
 print(points["completion"].iloc[len(facts) // 2])
 """),
@@ -122,7 +123,7 @@ decision point: reward models train on the training period, stop early on the va
 judged on the test period.
 """),
 ("code", r"""
-pairs = pg.generate_preferences(METRIC, min_samples=10)
+pairs = pg.generate_preferences(METRIC, min_samples=10, ids={d.id for d in decisions})  # this run's decisions only
 display(pd.Series(pg.last_report.as_dict(), name="pairs").to_frame())
 parts = study.split_pairs(pairs)
 print({k: len(v) for k, v in parts.items()})

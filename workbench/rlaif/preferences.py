@@ -13,7 +13,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 import numpy as np
 
@@ -88,7 +88,8 @@ class PreferenceGenerator:
 
     # ---- pairing -----------------------------------------------------------------------------------
     def generate_preferences(self, comparison_metric: str | Metric = "risk_adjusted", min_samples: int = 10,
-                             as_of: int | None = None, window_ms: int = 0, store: bool = True) -> list[PreferencePair]:
+                             as_of: int | None = None, window_ms: int = 0, store: bool = True,
+                             ids: Collection[str] | None = None) -> list[PreferencePair]:
         """Pairs of comparable decisions whose outcomes are known by ``as_of`` (default: all known).
 
         Parameters
@@ -97,10 +98,14 @@ class PreferenceGenerator:
         min_samples : fewer decisions with known outcomes than this gives no pairs.
         as_of : UTC ms; outcomes that exit after it are unknown (default: no limit).
         window_ms : decisions on the same market within this many ms of each other are comparable.
+        ids : only these decisions (e.g. this run's, when the store also holds an earlier run's with other
+            parameters); default: every decision in the store.
         """
         metric = METRICS[comparison_metric] if isinstance(comparison_metric, str) else comparison_metric
         name = comparison_metric if isinstance(comparison_metric, str) else getattr(comparison_metric, "__name__", "custom")
         decisions = self.store.decisions()
+        if ids is not None:
+            decisions = [d for d in decisions if d.id in ids]
         outcomes = self.store.outcomes()
         rep = PairingReport(decisions=len(decisions))
         known = {}

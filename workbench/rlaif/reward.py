@@ -130,6 +130,18 @@ def decision_vector(d: TradingDecision) -> np.ndarray:
 NUMERIC_DIM = len(NUMERIC_KEYS) + 3 + 3
 
 
+def fit_standardizer(model: nn.Module, x: torch.Tensor) -> None:
+    """Fit the ``num_mean`` / ``num_std`` buffers of ``model`` on ``x (n, d)``.
+
+    A feature that is constant in the fit data gets an infinite scale, so its standardised value is 0 for any
+    input: the model never saw it vary and cannot have learnt what it means. (A tiny floor such as 1e-6 would
+    turn a later, different value into a z-score of millions that swamps every other input.)
+    """
+    std = x.std(0)
+    model.num_mean.copy_(x.mean(0))
+    model.num_std.copy_(torch.where(std > 1e-6, std, torch.full_like(std, float("inf"))))
+
+
 def bradley_terry_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``mean(w * -log sigmoid(s_chosen - s_rejected))`` (Bradley & Terry, 1952), computed stably."""
     loss = nn.functional.softplus(-(s_chosen - s_rejected))
@@ -163,9 +175,7 @@ class RewardModel(nn.Module):
         self.head = nn.Sequential(*layers)
 
     def fit_normalizer(self, numeric: np.ndarray) -> None:
-        x = torch.as_tensor(numeric, dtype=torch.float32)
-        self.num_mean.copy_(x.mean(0))
-        self.num_std.copy_(x.std(0).clamp_min(1e-6))
+        fit_standardizer(self, torch.as_tensor(numeric, dtype=torch.float32))
 
     def forward(self, numeric: torch.Tensor, text: torch.Tensor) -> torch.Tensor:  # (B, N), (B, D) -> (B,)
         z = (numeric - self.num_mean) / self.num_std
@@ -404,8 +414,7 @@ class ProcessRewardTrainer(_Checkpointed):
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         num, txt, step, y = self._tensors(step_texts, features, labels)
-        self.model.num_mean.copy_(num.mean(0))
-        self.model.num_std.copy_(num.std(0).clamp_min(1e-6))
+        fit_standardizer(self.model, num)
         V = self._tensors(*val) if val is not None else None
         pos = float(y.mean())
         pos_weight = torch.tensor((1 - pos) / max(pos, 1e-6), device=self.device)
