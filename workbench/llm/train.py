@@ -268,6 +268,16 @@ def _no_printer(trainer: Any) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
+def train_timed(trainer: Any) -> tuple[Any, float, Any]:
+    """``trainer.train()`` without the console printer: ``(train output, seconds, trained model in eval mode)``."""
+    _no_printer(trainer)
+    t0 = time.perf_counter()
+    out = trainer.train()
+    secs = time.perf_counter() - t0
+    trainer.model.eval()
+    return out, secs, trainer.model
+
+
 def _dataset(rows: list[dict[str, Any]]) -> Any:
     from datasets import Dataset
 
@@ -430,12 +440,7 @@ def train_sft(base: BaseModel, train: pd.DataFrame, eval: pd.DataFrame | None, o
                              train_dataset=_dataset(sft_rows(tok, train["prompt"], train["completion"])),
                              eval_dataset=_dataset(sft_rows(tok, ev["prompt"], ev["completion"])) if ev is not None else None,
                              processing_class=tok, peft_config=lora.peft_config(), callbacks=[cb])
-        _no_printer(trainer)
-        t0 = time.perf_counter()
-        out = trainer.train()
-        secs = time.perf_counter() - t0
-        model = trainer.model
-        model.eval()
+        out, secs, model = train_timed(trainer)
         meta = {"stage": "sft", "base": str(base.path), "lora": dataclasses.asdict(lora),
                 "settings": dataclasses.asdict(s), "examples": len(train), "seconds": secs}
         save_pretrained(model, tok, output_dir, meta)
@@ -511,12 +516,7 @@ def train_dpo(base_path: str | os.PathLike[str], sft_adapter: str | os.PathLike[
         lens = [len(x) for x in trainer.train_dataset["chosen_ids"]]
         cb.chosen_tokens = float(np.mean(lens)) if lens else None
         no_copy = trainer.ref_model is None
-        _no_printer(trainer)
-        t0 = time.perf_counter()
-        out = trainer.train()
-        secs = time.perf_counter() - t0
-        model = trainer.model
-        model.eval()
+        out, secs, model = train_timed(trainer)
         if "ref" in getattr(model, "peft_config", {}):
             model.delete_adapter("ref")
         meta = {"stage": "dpo", "base": str(base_path), "sft_adapter": str(sft_adapter), "adapters": adapters,

@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -229,7 +228,7 @@ def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.Pa
 
     from workbench.llm import LoRASettings, MetricsCallback, load_policy
     from workbench.llm.model import save_pretrained
-    from workbench.llm.train import quiet
+    from workbench.llm.train import quiet, train_timed
 
     s = settings
     model, tok = load_policy(base_path, [str(a) for a in adapters], merge=True)
@@ -247,12 +246,7 @@ def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.Pa
             torch.manual_seed(s.seed)
             trainer = GRPOTrainer(model=model, reward_funcs=[reward, *extra_rewards], args=grpo_config(s, wd),
                                   train_dataset=ds, processing_class=tok, peft_config=lora.peft_config(), callbacks=[cb])
-            from transformers.trainer_callback import PrinterCallback
-
-            trainer.remove_callback(PrinterCallback)
-            t0 = time.perf_counter()
-            out = trainer.train()
-            secs = time.perf_counter() - t0
+            out, secs, _ = train_timed(trainer)
     finally:
         shutil.rmtree(wd, ignore_errors=True)
     policy = trainer.model
