@@ -142,6 +142,18 @@ def fit_standardizer(model: nn.Module, x: torch.Tensor) -> None:
     model.num_std.copy_(torch.where(std > 1e-6, std, torch.full_like(std, float("inf"))))
 
 
+def standardize(model: nn.Module, numeric: torch.Tensor) -> torch.Tensor:
+    """``(numeric - num_mean) / num_std`` with the features constant in training masked to exactly 0.
+
+    ``numeric (B, d)`` -> ``(B, d)``. Masking (rather than relying on ``x / inf``) makes the masked value exactly
+    +0.0 for every input, including +-inf and NaN, so two decisions that differ only in such a feature give the
+    same network input bit for bit.
+    """
+    keep = torch.isfinite(model.num_std)
+    return torch.where(keep, (numeric - model.num_mean) / torch.where(keep, model.num_std, 1.0),
+                       torch.zeros((), dtype=numeric.dtype))
+
+
 def bradley_terry_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """``mean(w * -log sigmoid(s_chosen - s_rejected))`` (Bradley & Terry, 1952), computed stably."""
     loss = nn.functional.softplus(-(s_chosen - s_rejected))
@@ -178,7 +190,7 @@ class RewardModel(nn.Module):
         fit_standardizer(self, torch.as_tensor(numeric, dtype=torch.float32))
 
     def forward(self, numeric: torch.Tensor, text: torch.Tensor) -> torch.Tensor:  # (B, N), (B, D) -> (B,)
-        z = (numeric - self.num_mean) / self.num_std
+        z = standardize(self, numeric)
         return self.head(torch.cat([self.num_net(z), self.text_net(text)], dim=-1)).squeeze(-1)
 
 
@@ -349,7 +361,7 @@ class ProcessRewardModel(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, numeric: torch.Tensor, text: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        z = (numeric - self.num_mean) / self.num_std
+        z = standardize(self, numeric)
         return self.net(torch.cat([z, text, self.step_embed(step)], dim=-1)).squeeze(-1)  # logits (B,)
 
 
