@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import boto3
 import pytest
 
-from workbench.fetch import FetchError, S3Settings, fetch_wallet
+from workbench.fetch import FetchError, S3Settings, fetch_wallet, partial_paths
 from workbench.cli import main
 
 WALLET = "0x1234000000000000000000000000000000005678"
@@ -59,15 +60,21 @@ def test_fetch_downloads_then_is_idempotent(bucket, tmp_path):
 
 
 def test_fetch_resumes_a_partial_download(bucket, tmp_path):
-    settings, _, files = bucket
+    settings, client, files = bucket
     name, body = sorted(files.items())[-1]
     dest = tmp_path / WALLET
     dest.mkdir(parents=True)
     half = len(body) // 2
-    (dest / f"{name}.part").write_bytes(body[:half])  # an interrupted earlier run
+    # an interrupted earlier run: the partial file and its sidecar naming the object version it came from
+    key = f"merged_trades/{WALLET}/{name}"
+    part, sidecar = partial_paths(dest / name)
+    part.write_bytes(body[:half])
+    sidecar.write_text(json.dumps({"key": key, "etag": client.head_object(Bucket=settings.bucket, Key=key)["ETag"]
+                                   .strip('"'), "size": len(body), "version_id": None}))
     rep = fetch_wallet(WALLET, settings, out_dir=tmp_path)
     assert rep.resumed == 1 and rep.downloaded == 4
     assert (dest / name).read_bytes() == body
+    assert not part.exists() and not sidecar.exists()
     # only the missing half of the partial file was transferred
     others = sum(len(b) for n, b in files.items() if n != name)
     assert rep.bytes_downloaded == others + len(body) - half

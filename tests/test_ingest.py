@@ -119,7 +119,8 @@ def bad():
 def test_bad_input_every_record_is_accounted_for(bad):
     rec = bad.check()
     assert rec == {"files_read": 10, "files_quarantined": 7, "records_read": 35, "records_kept": 11,
-                   "records_quarantined": 24, "out_of_order_records": 5, "outcome_defaulted": 1, "balanced": True}
+                   "records_quarantined": 24, "paths_not_read": 0, "out_of_order_records": 5, "outcome_defaulted": 1,
+                   "balanced": True}
     q = bad.quarantine.assign(name=bad.quarantine["source_file"].str.split("/").str[-1])
     files = q[q["level"] == "file"].set_index("name")["reason"]
     assert set(files.index) == set(EXPECTED_FILES)
@@ -167,7 +168,7 @@ def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(IngestError, match="no such file"):
         load_wallet(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(IngestError, match="no files"):
+    with pytest.raises(IngestError, match="no data files"):
         load_wallet(tmp_path / "empty")
 
 

@@ -8,9 +8,13 @@ system) but not the pattern around it.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +41,7 @@ def write_file(path: PathLike, write: Callable[[Path], Any], fsync: bool = False
     os.close(fd)
     tmp = Path(name)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the file the mode open() would have given it
         write(tmp)
         if fsync:
             with open(tmp, "rb+") as f:
@@ -46,6 +51,21 @@ def write_file(path: PathLike, write: Callable[[Path], Any], fsync: bool = False
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def write_text(path: PathLike, text: str) -> Path:
@@ -63,16 +83,49 @@ def write_parquet(path: PathLike, df: pd.DataFrame, index: bool = True) -> Path:
     return write_file(path, lambda p: df.to_parquet(p, index=index))
 
 
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange(a: PathLike, b: PathLike) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``, through ctypes since
+    the standard library does not expose it). Returns False where the system or file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without renameat2 (glibc < 2.28, musl)
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(a))
+
+
+def aside_names(folder: PathLike) -> tuple[Path, Path]:
+    """The hidden sibling folders :func:`replace_folder` writes into (``.name.tmp``) and moves an old copy to
+    (``.name.old``, only where an atomic exchange is not available)."""
+    folder = Path(folder)
+    return folder.with_name(f".{folder.name}.tmp"), folder.with_name(f".{folder.name}.old")
+
+
 def replace_folder(folder: PathLike, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp)`` on an empty temporary folder beside ``folder``, then swap it into place.
 
-    The old folder is renamed aside first and removed only after the new one is in place, so ``folder`` is
-    complete (old or new) at every moment except between two renames.
+    On Linux the new folder and the old one are exchanged in one atomic rename (:func:`exchange`): at every
+    moment ``folder`` is the complete old folder or the complete new one, whenever the process is killed.
+    Elsewhere the old folder is renamed aside first and the new one renamed in; a run killed between the two
+    renames leaves ``.name.old``, which the next call restores before it starts. A failed ``write`` leaves
+    ``folder`` as it was.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(folder.name + ".tmp")
-    old = folder.with_name(folder.name + ".old")
+    tmp, old = aside_names(folder)
+    if not os.path.lexists(folder) and old.is_dir():  # an interrupted two-rename swap: the old copy is current
+        os.replace(old, folder)
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} exists and is not a folder")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
@@ -80,6 +133,9 @@ def replace_folder(folder: PathLike, write: Callable[[Path], Any]) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if folder.is_dir() and exchange(tmp, folder):
+        shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        return folder
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         os.replace(folder, old)

@@ -47,36 +47,76 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_ingest(args: argparse.Namespace) -> int:
-    from workbench.ingest import ReconciliationError, load_wallet
+def _ingest_arguments(args: argparse.Namespace) -> str | None:
+    """The first bad ``ingest`` argument as an error line, checked before any file is parsed; None when fine."""
+    import os
 
-    data = load_wallet(args.src, bar_interval=args.bar_interval, progress=not args.quiet)
-    written = data.write(args.out)
-    rec = data.reconciliation()
-    print(json.dumps(rec, indent=2))
-    if len(data.quarantine):
-        print(f"quarantined: {len(data.quarantine)} (see {written['quarantine']})")
-        print(data.quarantine.groupby("reason").size().sort_values(ascending=False).head(10).to_string())
-    print(f"tables: {', '.join(f'{k}={len(getattr(data, k))}' for k in data.TABLES)} -> {args.out}")
+    import pandas as pd
+
+    from workbench.ingest import display_path
+
+    for src in args.src:
+        if not os.path.lexists(src):
+            return f"SRC {display_path(src)!r}: no such file or folder"
     try:
-        data.check()
-    except ReconciliationError as exc:
+        ok = pd.Timedelta(args.bar_interval) > pd.Timedelta(0)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        return f"--bar-interval {args.bar_interval!r}: expected a positive duration such as 1min, 5min or 15min"
+    out = Path(args.out)
+    if os.path.lexists(out) and not out.is_dir():
+        return f"--out {display_path(out)!r} exists and is not a folder"
+    resolved = out.resolve()
+    for src in args.src:
+        root = Path(src).resolve()
+        if root.is_dir() and (resolved == root or resolved.is_relative_to(root)):
+            return f"--out {display_path(out)!r} lies inside the source folder {display_path(src)!r}: its tables would be read as input next time"
+        if resolved.is_dir() and root.is_relative_to(resolved):
+            return f"--out {display_path(out)!r} holds the source {display_path(src)!r}: replacing it would delete the input"
+    return None
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    from workbench.ingest import IngestError, load_wallet
+
+    problem = _ingest_arguments(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        data = load_wallet(args.src, bar_interval=args.bar_interval, progress=not args.quiet)
+        rec = data.check()  # before anything is written: an unbalanced ingest writes nothing
+        written = data.write(args.out)
+    except IngestError as exc:  # ReconciliationError included
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"error: cannot write {exc.filename or args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(rec, indent=2))
+    if len(data.quarantine):
+        print(f"quarantined or not read: {len(data.quarantine)} (see {written['quarantine']})")
+        print(data.quarantine.groupby(["level", "reason"]).size().sort_values(ascending=False).head(10).to_string())
+    print(f"tables: {', '.join(f'{k}={len(getattr(data, k))}' for k in data.TABLES)} -> {args.out}")
     return 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from workbench.fetch import FetchError, S3Settings, fetch_wallet
+    from workbench.fetch import (FetchError, FetchUsageError, S3Settings, fetch_wallet, validate_out_dir,
+                                 validate_wallet)
 
+    out = Path(args.out) if args.out else None
     try:
+        # bad arguments first, before settings or the network: one line and exit 2, like argparse
+        validate_wallet(args.wallet)
+        validate_out_dir(out or config.paths().merged_trades, args.wallet)
         settings = S3Settings.from_env(Path(args.env_file) if args.env_file else None,
                                        bucket=args.bucket, endpoint_url=args.endpoint_url)
-        rep = fetch_wallet(args.wallet, settings, prefix=args.prefix,
-                           out_dir=Path(args.out) if args.out else None, progress=not args.quiet)
+        rep = fetch_wallet(args.wallet, settings, prefix=args.prefix, out_dir=out, progress=not args.quiet)
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, FetchUsageError) else 1
     print(rep)
     return 0
 

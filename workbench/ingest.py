@@ -28,15 +28,17 @@ Nothing is dropped silently: a record is either in ``events`` or in ``quarantine
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -62,16 +64,26 @@ DOC_SUFFIXES = {".txt", ".md", ".gitkeep", ".keep"}
 
 MS_PER_DAY = 86_400_000
 _MIN_MS = 10**11  # a t below this is seconds, not milliseconds (1973-03-03 in ms)
+_MAX_MS = 10**13  # a t above this (year 2286) is not a time in ms: rejected before any int64 conversion
+_MAX_ABS = 1e12  # no price, size, amount or bar value of these markets comes near this: larger is corrupt
+MAX_FILE_BYTES = 1 << 30  # a file above this (1 GiB) is quarantined unread rather than loaded into memory
 _WINDOW_SLACK_BEFORE_MS = MS_PER_DAY  # quotes may start before a market opens
 _WINDOW_SLACK_AFTER_MS = 7 * MS_PER_DAY  # redemptions and merges may come after it ends
 _ET = ZoneInfo("America/New_York")
-_SLUG_RE = re.compile(r"^(?P<u>[a-z0-9]+)-updown-(?P<n>\d+)(?P<unit>m|h)-(?P<start>\d{9,11})$")
+# used with fullmatch only: ``$`` would accept a trailing newline and split one market in two
+_SLUG_RE = re.compile(r"(?P<u>[a-z0-9]+)-updown-(?P<n>\d+)(?P<unit>m|h)-(?P<start>\d{9,11})")
+_ANY_SLUG_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # any Polymarket slug: lowercase words joined by '-'
+_MAX_SLUG = 200
 _TITLE_RE = re.compile(
     r"(?P<month>January|February|March|April|May|June|July|August|September|October|November|December)"
     r" (?P<day>\d{1,2}), (?P<h1>\d{1,2})(?::(?P<m1>\d{2}))?(?P<ap1>AM|PM)"
     r"(?:-(?P<h2>\d{1,2})(?::(?P<m2>\d{2}))?(?P<ap2>AM|PM))? ET")
 _UNDERLYING = {"bitcoin": "btc", "ethereum": "eth", "solana": "sol", "btc": "btc", "eth": "eth",
                "sol": "sol", "xrp": "xrp"}
+
+
+COMPLETION_RECORD = "ingest.json"  # written last into an output folder: its presence means the folder is complete
+INGEST_FORMAT = 2
 
 
 class IngestError(ValueError):
@@ -98,8 +110,10 @@ def market_window(slug: str, title: str | None = None, t_ref_ms: int | None = No
     ("Bitcoin Up or Down - January 4, 10PM ET") gives the hour in US Eastern time, and ``t_ref_ms``
     (any activity time) gives the year. Returns ``(None, None, underlying)`` when unknown.
     """
+    if len(slug) > _MAX_SLUG or not _ANY_SLUG_RE.fullmatch(slug):
+        return None, None, ""
     underlying = _UNDERLYING.get(slug.split("-", 1)[0], slug.split("-", 1)[0])
-    m = _SLUG_RE.match(slug)
+    m = _SLUG_RE.fullmatch(slug)
     if m:
         start = int(m["start"]) * 1000
         step = 60_000 if m["unit"] == "m" else 3_600_000
@@ -161,6 +175,14 @@ def _check_usdc(usdc: float, price: float, size: float) -> float:
     return usdc
 
 
+def _shown(value: Any) -> str:
+    """A value as written, bounded (a 400-digit integer is shown by its first digits and its length)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        digits = str(abs(value))
+        return f"{'-' if value < 0 else ''}{digits[:6]}...({len(digits)} digits)"
+    return f"{value!r:.40}"
+
+
 def _timestamp_ms(value: Any) -> int:
     """Event time in UTC ms. Numbers are epoch ms; ISO strings must carry an offset (converted)."""
     if value is None:
@@ -168,10 +190,12 @@ def _timestamp_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise _Bad(f"mistyped field 't': expected epoch milliseconds, got bool {value!r}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise _Bad(f"non-finite 't': {value}")
         if abs(value) < _MIN_MS:
             raise _Bad(f"'t' = {value} looks like seconds, not milliseconds")
+        if abs(value) > _MAX_MS:  # checked before int(): 1e30 must not wrap to an int64 and be shown as one
+            raise _Bad(f"'t' = {_shown(value)} out of range for epoch milliseconds")
         return int(round(value))
     if isinstance(value, str):
         try:
@@ -180,7 +204,10 @@ def _timestamp_ms(value: Any) -> int:
             raise _Bad(f"unparseable 't': {value!r:.40}") from None
         if ts.tzinfo is None:
             raise _Bad(f"'t' string {value!r:.40} has no timezone: ambiguous")
-        return int(ts.tz_convert("UTC").value // 1_000_000)
+        ms = int(ts.tz_convert("UTC").value // 1_000_000)
+        if not _MIN_MS <= ms <= _MAX_MS:
+            raise _Bad(f"'t' = {value!r:.40} out of range (before 1973 or after 2286)")
+        return ms
     raise _Bad(f"mistyped field 't': expected epoch milliseconds, got {type(value).__name__}")
 
 
@@ -193,16 +220,22 @@ _JSON_TYPES = ("trade", "last_trade_price", "price_change", "bar", "resolution")
 _NUMBER_TYPES = (int, float)
 
 
-def _number_column(vals: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Floats and a status per value: 0 ok, 1 missing/null, 2 not a JSON number, 3 NaN/inf."""
+def _number_column(vals: list[Any], max_abs: float = _MAX_ABS) -> tuple[np.ndarray, np.ndarray]:
+    """Floats and a status per value: 0 ok, 1 missing/null, 2 not a JSON number, 3 NaN/inf, 4 out of range
+    (``|x| > max_abs``, or an integer too large for a float, such as ``10**400``)."""
     n = len(vals)
     kinds = set(map(type, vals))
     status = np.zeros(n, dtype=np.int8)
+    out = None
     if kinds <= {int, float, type(None)}:
-        out = np.array(vals, dtype=np.float64) if n else np.zeros(0)
-        if type(None) in kinds:
-            status[_is_none(vals)] = 1
-    else:  # slow path only for a column holding strings, bools, lists...
+        try:
+            out = np.array(vals, dtype=np.float64) if n else np.zeros(0)
+        except OverflowError:  # an integer beyond float range: the slow path finds and flags it
+            out = None
+        else:
+            if type(None) in kinds:
+                status[_is_none(vals)] = 1
+    if out is None:  # slow path only for a column holding strings, bools, lists, huge integers...
         out = np.full(n, np.nan)
         for i, v in enumerate(vals):
             if v is None:
@@ -210,8 +243,13 @@ def _number_column(vals: list[Any]) -> tuple[np.ndarray, np.ndarray]:
             elif isinstance(v, bool) or not isinstance(v, _NUMBER_TYPES):
                 status[i] = 2
             else:
-                out[i] = v
-    status[(status == 0) & ~np.isfinite(out)] = 3
+                try:
+                    out[i] = v
+                except OverflowError:
+                    status[i] = 4
+    with np.errstate(invalid="ignore"):
+        status[(status == 0) & ~np.isfinite(out)] = 3
+        status[(status == 0) & (np.abs(out) > max_abs)] = 4
     return out, status
 
 
@@ -226,10 +264,10 @@ def _time_column(vals: list[Any]) -> tuple[np.ndarray, list[str | None]]:
     """Epoch milliseconds and a reason per bad value. ISO strings with an offset are converted to UTC;
     strings without one are ambiguous and rejected."""
     n = len(vals)
-    t, status = _number_column(vals)
+    t, status = _number_column(vals, max_abs=_MAX_MS)
     reasons: list[str | None] = [None] * n
     out = np.zeros(n, dtype=np.int64)
-    ok = status == 0
+    ok = status == 0  # finite and within _MAX_MS: the int64 cast below is exact
     out[ok] = np.round(t[ok]).astype(np.int64)
     for i in np.flatnonzero(~ok | (np.abs(np.where(ok, t, 0)) < _MIN_MS)):
         try:
@@ -268,6 +306,7 @@ class _Checks:
         self.flag(mask & (status == 2), lambda i: f"mistyped field '{name}': expected a number, got "
                                                   f"{type(vals[i]).__name__} {vals[i]!r:.40}")
         self.flag(mask & (status == 3), lambda i: f"non-finite '{name}': {vals[i]}")
+        self.flag(mask & (status == 4), lambda i: f"'{name}' = {_shown(vals[i])} out of range (|x| > {_MAX_ABS:.0e})")
 
     @property
     def ok(self) -> np.ndarray:
@@ -292,9 +331,12 @@ def _validate_json_records(recs: list[Any], lo: np.ndarray, hi: np.ndarray, slug
     quarantine reason per record (None when kept) and whether a fill's missing outcome was taken as Up.
     """
     n = len(recs)
-    is_obj = np.fromiter((type(r) is dict for r in recs), bool, n)
+    dup = np.fromiter((type(r) is _DupDict for r in recs), bool, n)
+    is_obj = dup | np.fromiter((type(r) is dict for r in recs), bool, n)
     ck = _Checks(n)
     ck.flag(~is_obj, lambda i: f"record is a {type(recs[i]).__name__}, expected an object")
+    ck.flag(dup, lambda i: f"duplicate key(s) {recs[i].duplicates[:5]} in the record: which value is meant is "
+                           "ambiguous")
     dicts = [r if o else {} for r, o in zip(recs, is_obj)]
 
     def col(key: str) -> list[Any]:
@@ -309,7 +351,8 @@ def _validate_json_records(recs: list[Any], lo: np.ndarray, hi: np.ndarray, slug
     t, t_reason = _time_column(t_vals)
     t_bad = np.array([r is not None for r in t_reason], dtype=bool)
     ck.flag(t_bad, lambda i: t_reason[i])
-    ck.flag(~t_bad & ((t < lo) | (t > hi)), lambda i: f"'t' = {t[i]} outside the market window of {slugs[i]}")
+    ck.flag(~t_bad & ((t < lo) | (t > hi)),
+            lambda i: f"'t' = {_shown(t_vals[i])} outside the market window of {slugs[i]}")
 
     fill = (kind == "trade") | (kind == "last_trade_price")
     quote = kind == "price_change"
@@ -432,37 +475,107 @@ def _file_stat(source: str, wallet: str, fmt: str) -> dict[str, Any]:
 def _qrow(source: str, level: str, reason: str, record: int | None = None, line: int | None = None,
           raw: Any = None) -> dict[str, Any]:
     if raw is not None and not isinstance(raw, str):
-        try:
-            raw = json.dumps(raw, default=str)
-        except (TypeError, ValueError):
-            raw = repr(raw)
+        raw = _preview(raw)
     return {"source_file": source, "level": level, "record": record, "line": line, "reason": reason,
             "raw": None if raw is None else raw[:300]}
 
 
-def read_json_file(path: Path, wallet: str, source: str) -> _FileResult:
+def _preview(obj: Any, n: int = 300) -> str:
+    """At most ``n`` characters of ``obj`` as JSON (or repr), for quarantine rows. Never raises: an object nested
+    too deeply to print says so."""
+    try:
+        return json.dumps(obj, default=str)[:n]
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return repr(obj)[:n]
+        except RecursionError:
+            return f"<{type(obj).__name__} nested too deeply to show>"
+
+
+class _DupDict(dict):  # type: ignore[type-arg]
+    """A JSON object that repeated a key; ``duplicates`` names the keys (``json`` would keep the last silently)."""
+
+    duplicates: list[str]
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a plain dict, or a :class:`_DupDict` when a key repeats."""
+    d = dict(pairs)
+    if len(d) == len(pairs):
+        return d
+    out = _DupDict(d)
+    seen: set[str] = set()
+    out.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
+    return out
+
+
+def _read_bytes(path: Path, res: "_FileResult", max_bytes: int) -> bytes | None:
+    """The file's bytes, or None after quarantining the file (unreadable, or larger than ``max_bytes``)."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            res.reject(f"file of {size:,} bytes exceeds the {max_bytes:,}-byte limit (not read)")
+            return None
+        with open(path, "rb") as f:
+            return f.read(max_bytes + 1)
+    except OSError as exc:
+        res.reject(f"cannot read the file: {exc.strerror or exc}")
+        return None
+
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def decode_text(raw: bytes) -> tuple[str, str]:
+    """Decode a text file: a byte-order mark selects UTF-8/16/32; BOM-less UTF-16 is recognised by its zero
+    bytes; anything else must be valid UTF-8. Returns ``(text, encoding)``; raises :class:`_Bad` naming the
+    encoding problem (never replaces bytes silently)."""
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), None)
+    if encoding is None and len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0:4:2] != b"\x00\x00":
+        encoding = "utf-16-le"
+    elif encoding is None and len(raw) >= 4 and raw[0:4:2] == b"\x00\x00" and raw[1:4:2] != b"\x00\x00":
+        encoding = "utf-16-be"
+    try:
+        return raw.decode(encoding or "utf-8"), encoding or "utf-8"
+    except UnicodeDecodeError as exc:
+        raise _Bad(f"not {encoding or 'UTF-8'} text: {exc.reason} at byte {exc.start} "
+                   f"({raw[exc.start:exc.start + 4]!r})") from None
+
+
+def read_json_file(path: Path, wallet: str, source: str, max_bytes: int = MAX_FILE_BYTES) -> _FileResult:
     """Parse one seed-format JSON file (records are validated later, in one batch).
 
     A file that is empty, not JSON, not an object with a ``prices`` list, or whose market window cannot
     be read from its slug (or file name) is quarantined as a whole.
     """
     res = _FileResult(_file_stat(source, wallet, "json"))
-    raw = path.read_bytes()
+    raw = _read_bytes(path, res, max_bytes)
+    if raw is None:
+        return res
     if not raw.strip():
         return res.reject("empty file")
-    try:
-        doc = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    try:  # bytes: json detects UTF-8 (with or without BOM), UTF-16 and UTF-32 itself
+        doc = json.loads(raw, object_pairs_hook=_object_pairs)
+    except RecursionError:
+        return res.reject("JSON nested too deeply to parse (beyond the interpreter's recursion limit)",
+                          raw=raw[:300].decode("utf-8", "replace"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers of over 4,300 digits
         return res.reject(f"malformed JSON: {exc}", line=getattr(exc, "lineno", None),
                           raw=raw[:300].decode("utf-8", "replace"))
+    if isinstance(doc, _DupDict):
+        return res.reject(f"duplicate key(s) {doc.duplicates[:5]} in the file's top-level object: which one is "
+                          "meant is ambiguous", raw=_preview(doc))
     if not isinstance(doc, dict) or not isinstance(doc.get("prices"), list):
-        return res.reject("expected an object with a 'prices' list", raw=str(doc)[:300])
+        return res.reject("expected an object with a 'prices' list", raw=_preview(doc))
     slug = doc.get("slug")
-    if not isinstance(slug, str) or not slug:
+    if slug is None or slug == "":
         slug = re.sub(r"_prices$", "", path.stem)
+    if not isinstance(slug, str):
+        return res.reject(f"'slug' must be a string, got {type(slug).__name__}", raw=_preview(slug))
     start, end, underlying = market_window(slug)
     if start is None:
-        return res.reject(f"cannot determine the market window from slug {slug!r}")
+        return res.reject(f"cannot determine the market window from slug {slug!r:.80}")
     res.stat.update(slug=slug, market_start=start, market_end=end, underlying=underlying,
                     records=len(doc["prices"]))
     res.records = doc["prices"]
@@ -482,8 +595,14 @@ def _csv_num(row: dict[str, str], key: str) -> float:
     except ValueError:
         raise _Bad(f"mistyped field '{key}': expected a number, got {v!r:.40}") from None
     if not math.isfinite(x):
-        raise _Bad(f"non-finite '{key}': {v}")
+        raise _Bad(f"non-finite '{key}': {v:.40}")
+    if abs(x) > _MAX_ABS and key != "timestamp":
+        raise _Bad(f"'{key}' = {v:.40} out of range (|x| > {_MAX_ABS:.0e})")
     return x
+
+
+_TX_RE = re.compile(r"[0-9A-Za-z]{1,130}")  # Polymarket's are 0x + 64 hex digits; free text is refused
+_WALLET_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 def _normalise_csv_row(row: dict[str, str]) -> dict[str, Any]:
@@ -493,7 +612,10 @@ def _normalise_csv_row(row: dict[str, str]) -> dict[str, Any]:
     if ts >= _MIN_MS:
         raise _Bad(f"'timestamp' = {row['timestamp']} looks like milliseconds, expected seconds")
     kind = (row.get("type") or "").strip().upper()
-    out: dict[str, Any] = {"t": int(ts) * 1000, "tx_hash": row.get("transactionHash") or None}
+    tx = (row.get("transactionHash") or "").strip() or None
+    if tx is not None and not _TX_RE.fullmatch(tx):
+        raise _Bad(f"'transactionHash' must be letters and digits only, got {tx!r:.40}")
+    out: dict[str, Any] = {"t": int(ts) * 1000, "tx_hash": tx}
     if kind == "TRADE":
         price, size, usdc = _csv_num(row, "price"), _csv_num(row, "size"), _csv_num(row, "usdcSize")
         if not 0 <= price <= 1:
@@ -524,30 +646,68 @@ def _normalise_csv_row(row: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def read_activity_csv(path: Path, wallet_hint: str, source: str) -> _FileResult:
-    """Parse and validate one Polymarket Data-API activity CSV export (rows may come newest first)."""
+def read_activity_csv(path: Path, wallet_hint: str, source: str, max_bytes: int = MAX_FILE_BYTES) -> _FileResult:
+    """Parse and validate one Polymarket Data-API activity CSV export (rows may come newest first).
+
+    The text may be UTF-8 (with or without a byte-order mark), UTF-16 or UTF-32 (see :func:`decode_text`). A row
+    the CSV parser cannot read (a field over ``csv.field_size_limit()``, 128 KB), a row with an invalid slug, a
+    market window that cannot be determined or a time outside it is quarantined with its line number.
+    """
     res = _FileResult(_file_stat(source, wallet_hint, "csv"))
-    text = path.read_text(encoding="utf-8", errors="replace")
+    raw = _read_bytes(path, res, max_bytes)
+    if raw is None:
+        return res
+    try:
+        text, _ = decode_text(raw)
+    except _Bad as bad:
+        return res.reject(str(bad))
     if not text.strip():
         return res.reject("empty file")
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    missing = [c for c in _CSV_REQUIRED if c not in (reader.fieldnames or [])]
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        return res.reject(f"unreadable CSV header: {exc}", line=1)
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:  # DictReader would keep the last of two equal columns silently
+        return res.reject(f"duplicate column(s) {repeated[:5]} in the header", line=1, raw=",".join(header))
+    missing = [c for c in _CSV_REQUIRED if c not in header]
     if missing:
         return res.reject(f"not a Data-API activity export: missing columns {missing}", line=1,
                           raw=text.splitlines()[0])
     prev_t: int | None = None
-    for i, row in enumerate(reader):
+    rows = iter(reader)
+    i = -1
+    while True:
+        i += 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the parser skips the rest of the bad line and goes on with the next
+            res.stat["records"] += 1
+            # DictReader.line_num is updated on success only: the underlying reader's counts the bad line too
+            res.quarantine.append(_qrow(source, "record", f"unreadable CSV row: {exc}", record=i,
+                                        line=reader.reader.line_num))
+            continue
         res.stat["records"] += 1
         try:
             if None in row:  # more cells than header columns
-                raise _Bad(f"row has more cells than the header's {len(reader.fieldnames or [])}")
+                raise _Bad(f"row has more cells than the header's {len(header)}")
             norm = _normalise_csv_row(row)
             slug = (row.get("slug") or "").strip()
             if not slug:
                 raise _Bad("missing field 'slug'")
+            if len(slug) > _MAX_SLUG or not _ANY_SLUG_RE.fullmatch(slug):
+                raise _Bad(f"invalid slug {slug!r:.60}: expected lowercase words joined by '-'")
             start, end, underlying = market_window(slug, row.get("title"), norm["t"])
-            if start is not None and not (start - _WINDOW_SLACK_BEFORE_MS <= norm["t"] <= end + _WINDOW_SLACK_AFTER_MS):
-                raise _Bad(f"timestamp outside the market window of {slug}")
+            if start is None or end is None:
+                raise _Bad(f"cannot determine the market window of {slug} (slug or title)")
+            if not start - _WINDOW_SLACK_BEFORE_MS <= norm["t"] <= end + _WINDOW_SLACK_AFTER_MS:
+                raise _Bad(f"'timestamp' = {row['timestamp']:.40} outside the market window of {slug}")
+            wallet = (row.get("proxyWallet") or "").strip()
+            if wallet and not _WALLET_RE.fullmatch(wallet):
+                raise _Bad(f"'proxyWallet' is not a 0x address: {wallet!r:.50}")
         except _Bad as bad:
             res.quarantine.append(_qrow(source, "record", str(bad), record=i, line=reader.line_num,
                                         raw=",".join(f"{k}={v}" for k, v in row.items() if v and k)))
@@ -556,24 +716,127 @@ def read_activity_csv(path: Path, wallet_hint: str, source: str) -> _FileResult:
         if prev_t is not None and norm["t"] > prev_t:
             res.stat["out_of_order"] += 1
         prev_t = norm["t"] if prev_t is None else min(prev_t, norm["t"])
-        norm.update(wallet=(row.get("proxyWallet") or wallet_hint).lower(), slug=slug, underlying=underlying,
+        norm.update(wallet=(wallet or wallet_hint).lower(), slug=slug, underlying=underlying,
                     market_start=start, market_end=end, source_file=source, record=i)
         res.stat.update(slug=slug, market_start=start, market_end=end, underlying=underlying)
         res.rows.append(norm)
     return res
 
 
-def _iter_files(paths: Sequence[str | os.PathLike[str]]) -> Iterable[tuple[Path, str, str]]:
-    """Yield ``(path, wallet hint, source name)`` for every file under ``paths``."""
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as valid UTF-8 text: bytes of a file name that are not UTF-8 are shown as ``\\xNN`` escapes (a
+    name with such bytes cannot be stored in a Parquet string column as it is)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file to read: the path as walked, its wallet hint (the folder's name) and its display name."""
+
+    path: Path
+    wallet: str
+    name: str
+
+
+def walk_sources(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[SourceFile], list[dict[str, Any]]]:
+    """Every regular file under ``paths`` once, and every path that is not read with the reason.
+
+    Link policy: a symbolic link (to a file or a folder) is followed when its target lies inside the source
+    folder it was found in, and refused otherwise (a wallet folder cannot pull in files from elsewhere); a link
+    loop, a dangling link, a FIFO/socket/device, a folder that cannot be listed and a file reached a second time
+    (a hard or symbolic link, or the same path given twice) are not read. Documentation and hidden files
+    (``README.md``, ``SOURCE.txt``, ``.fetch-manifest.json``...) are not data. Folders are walked in name order,
+    so the result does not depend on the file system's listing order.
+
+    Returns
+    -------
+    files : list of SourceFile
+    not_read : list of quarantine rows (``level == "path"``), one per path not read.
+    """
+    files: list[SourceFile] = []
+    not_read: list[dict[str, Any]] = []
+    seen_files: dict[tuple[int, int], str] = {}
+    seen_dirs: dict[tuple[int, int], str] = {}
+
+    def skip(path: Path, reason: str) -> None:
+        not_read.append(_qrow(display_path(path), "path", reason))
+
+    def add_file(path: Path, st: os.stat_result) -> None:
+        if path.suffix.lower() in DOC_SUFFIXES or path.name.startswith("."):
+            return skip(path, "documentation or hidden file, not data")
+        key = (st.st_dev, st.st_ino)
+        if key in seen_files:
+            return skip(path, f"same file as {seen_files[key]} (a link, or a path given twice): read once")
+        seen_files[key] = display_path(path)
+        files.append(SourceFile(path, path.parent.name, display_path(path)))
+
+    def walk(top: Path, root: Path) -> None:
+        stack = [top]
+        while stack:
+            folder = stack.pop()
+            try:
+                st = folder.stat()
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError as exc:
+                skip(folder, f"cannot list the folder: {exc.strerror or exc}")
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in seen_dirs:
+                skip(folder, f"same folder as {seen_dirs[key]} (a link, or a path given twice): read once")
+                continue
+            seen_dirs[key] = display_path(folder)
+            subdirs = []
+            for e in entries:
+                path = Path(e.path)
+                try:
+                    if e.is_symlink():
+                        target = Path(os.path.realpath(path))
+                        try:
+                            tst = path.stat()
+                        except OSError as exc:
+                            reason = ("symbolic link loop" if exc.errno == errno.ELOOP else
+                                      f"dangling symbolic link to {display_path(os.readlink(path))}"
+                                      if exc.errno == errno.ENOENT else f"cannot follow the link: {exc.strerror}")
+                            skip(path, reason)
+                            continue
+                        if not target.is_relative_to(root):
+                            skip(path, f"symbolic link to {display_path(target)}, outside the source folder "
+                                       f"{display_path(root)}: not followed")
+                        elif stat.S_ISDIR(tst.st_mode):
+                            if (tst.st_dev, tst.st_ino) in seen_dirs:
+                                skip(path, f"symbolic link loop: points back to {seen_dirs[(tst.st_dev, tst.st_ino)]}")
+                            else:
+                                subdirs.append(path)
+                        elif stat.S_ISREG(tst.st_mode):
+                            add_file(path, tst)
+                        else:
+                            skip(path, "symbolic link to something that is not a regular file")
+                    elif e.is_dir(follow_symlinks=False):
+                        subdirs.append(path)
+                    elif e.is_file(follow_symlinks=False):
+                        add_file(path, e.stat(follow_symlinks=False))
+                    else:
+                        skip(path, "not a regular file (FIFO, socket or device)")
+                except OSError as exc:
+                    skip(path, f"cannot inspect the path: {exc.strerror or exc}")
+            stack.extend(reversed(subdirs))
+
     for p in paths:
         p = Path(p)
-        if p.is_dir():
-            for f in sorted(q for q in p.rglob("*") if q.is_file()):
-                yield f, f.parent.name, str(f)
-        elif p.is_file():
-            yield p, p.parent.name, str(p)
+        if not os.path.lexists(p):
+            raise IngestError(f"no such file or folder: {display_path(p)}")
+        try:
+            st = p.stat()  # a link given by name is the user's choice: followed
+        except OSError as exc:
+            skip(p, f"cannot follow the path: {exc.strerror or exc}")
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            walk(p, p.resolve())
+        elif stat.S_ISREG(st.st_mode):
+            add_file(p, st)
         else:
-            raise IngestError(f"no such file or folder: {p}")
+            skip(p, "not a regular file (FIFO, socket or device)")
+    return files, not_read
 
 
 def _json_columns(results: list[_FileResult]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -628,51 +891,97 @@ def _concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([a.astype(object), b.astype(object)])
 
 
-def read_events(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, progress: bool = False
-                ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def read_events(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, progress: bool = False,
+                max_file_bytes: int = MAX_FILE_BYTES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Read every wallet file under ``paths``.
 
     Returns
     -------
     events, quarantine, files : DataFrame
-        Kept events (sorted by wallet and time, exact duplicates quarantined), quarantined files and
-        records, and the per-file reconciliation (``records == kept + quarantined``).
+        Kept events (sorted by wallet and time; exact duplicates and fills given both as seed JSON and as
+        Data-API CSV quarantined), quarantined paths (``level`` ``"path"``: not read, see :func:`walk_sources`),
+        files and records, and the per-file reconciliation (``records == kept + quarantined``).
+
+    Raises
+    ------
+    IngestError
+        A path that does not exist, or no data file under ``paths``.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     from tqdm.auto import tqdm
 
-    files = list(_iter_files(paths))
+    files, not_read = walk_sources(paths)
     if not files:
-        raise IngestError(f"no files found under {[str(p) for p in paths]}")
+        why = "; ".join(f"{q['source_file']}: {q['reason']}" for q in not_read[:3])
+        raise IngestError(f"no data files under {[display_path(p) for p in paths]}"
+                          + (f" ({len(not_read)} path(s) not read: {why})" if not_read else ""))
     json_results, csv_results, other = [], [], []
-    for f, wallet, source in tqdm(files, desc="files", disable=not progress):
-        suffix = f.suffix.lower()
+    for f in tqdm(files, desc="files", disable=not progress):
+        suffix = f.path.suffix.lower()
+        wallet = display_path(f.wallet)
         if suffix == ".json":
-            json_results.append(read_json_file(f, wallet.lower() if wallet.startswith("0x") else wallet, source))
+            json_results.append(read_json_file(f.path, wallet.lower() if wallet.startswith("0x") else wallet, f.name,
+                                               max_file_bytes))
         elif suffix == ".csv":
-            csv_results.append(read_activity_csv(f, wallet, source))
-        elif suffix in DOC_SUFFIXES or f.name.startswith("."):
-            continue  # documentation (SOURCE.txt, README.md) beside the data
+            csv_results.append(read_activity_csv(f.path, wallet, f.name, max_file_bytes))
         else:
-            other.append(_FileResult(_file_stat(source, wallet, suffix)).reject(f"unsupported file type {suffix!r}"))
+            other.append(_FileResult(_file_stat(f.name, wallet, suffix)).reject(
+                f"unsupported file type {display_path(suffix)!r}"))
     results = json_results + csv_results + other
-    quarantine = [q for r in results for q in r.quarantine]
+    quarantine = not_read + [q for r in results for q in r.quarantine]
     jcols, jq = _json_columns(json_results)
     quarantine.extend(jq)
     ccols = _rows_columns([row for r in csv_results for row in r.rows])
     events = _events_frame({c: _concat(jcols[c], ccols[c]) for c in EVENT_COLUMNS})
     events, dup_q = _drop_duplicates(events)
     quarantine.extend(dup_q)
+    events, cross_q = _drop_cross_format_fills(events, {r.stat["source_file"] for r in csv_results})
+    quarantine.extend(cross_q)
     qdf = pd.DataFrame(quarantine, columns=list(QUARANTINE_COLUMNS))
     qdf["record"] = qdf["record"].astype("Int64")
     qdf["line"] = qdf["line"].astype("Int64")
-    fdf = pd.DataFrame([r.stat for r in results]).drop(columns=["market_start", "market_end", "underlying"])
+    fdf = pd.DataFrame([r.stat for r in results], columns=list(_file_stat("", "", "")))
+    fdf = fdf.drop(columns=["market_start", "market_end", "underlying"])
     kept = events.groupby("source_file").size()
     qrec = qdf[qdf["level"] == "record"].groupby("source_file").size()
     fdf["kept"] = fdf["source_file"].map(kept).fillna(0).astype(int)
     fdf["quarantined"] = fdf["source_file"].map(qrec).fillna(0).astype(int)
     return events, qdf, fdf
+
+
+_FILL_KEY = ["wallet", "slug", "second", "side", "outcome", "price6", "size6"]
+
+
+def _drop_cross_format_fills(events: pd.DataFrame, csv_sources: set[str]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Quarantine Data-API CSV fills that repeat a seed-JSON fill of the same wallet and market.
+
+    The two formats describe one fill differently (milliseconds vs whole seconds, no transaction hash in the
+    JSON), so exact-duplicate detection misses the pair and the fill would count twice. A CSV fill matches a
+    JSON fill with the same wallet, market, second, side, outcome, price and size (to 1e-6); equal fills are
+    matched one to one in time order, so a fill repeated *within* one format is never taken for a copy.
+    """
+    is_trade = (events["type"] == "trade").to_numpy()
+    is_csv = events["source_file"].isin(csv_sources).to_numpy()
+    if not (is_trade & is_csv).any() or not (is_trade & ~is_csv).any():
+        return events, []
+    tr = events[is_trade].assign(second=events["t"] // 1000, price6=events["price"].round(6),
+                                 size6=events["size"].round(6), _row=np.flatnonzero(is_trade))
+    csv_part = tr[is_csv[is_trade]].copy()
+    json_part = tr[~is_csv[is_trade]].copy()
+    csv_part["_k"] = csv_part.groupby(_FILL_KEY, sort=False).cumcount()
+    json_part["_k"] = json_part.groupby(_FILL_KEY, sort=False).cumcount()
+    m = csv_part.merge(json_part[_FILL_KEY + ["_k", "source_file", "record"]], on=_FILL_KEY + ["_k"],
+                       suffixes=("", "_json"))
+    if m.empty:
+        return events, []
+    q = [_qrow(r.source_file, "record", f"same fill as {r.source_file_json} record {r.record_json} (given both as "
+                                        "seed JSON and as Data-API CSV): counted once", record=int(r.record),
+               raw={"t": int(r.t), "side": r.side, "outcome": r.outcome, "price": r.price, "size": r.size})
+         for r in m.itertuples(index=False)]
+    drop = np.zeros(len(events), dtype=bool)
+    drop[m["_row"].to_numpy()] = True
+    return events[~drop].reset_index(drop=True), q
 
 
 def _events_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -1026,14 +1335,15 @@ class WalletData:
     TABLES = ("events", "trades", "positions", "bars", "quarantine", "files", "resolutions")
 
     def reconciliation(self) -> dict[str, int | bool]:
-        """Counts: records read = kept + quarantined, and files read = parsed + quarantined."""
+        """Counts: records read = kept + quarantined, and files read = parsed + quarantined; paths not read."""
         f = self.files
-        file_q = int((self.quarantine["level"] == "file").sum())
-        rec_q = int((self.quarantine["level"] == "record").sum())
+        level = self.quarantine["level"]
+        file_q = int((level == "file").sum())
+        rec_q = int((level == "record").sum())
         read = int(f["records"].sum()) if len(f) else 0
         kept = len(self.events)
         return {"files_read": len(f), "files_quarantined": file_q, "records_read": read,
-                "records_kept": kept, "records_quarantined": rec_q,
+                "records_kept": kept, "records_quarantined": rec_q, "paths_not_read": int((level == "path").sum()),
                 "out_of_order_records": int(f["out_of_order"].sum()) if len(f) else 0,
                 "outcome_defaulted": int(f["outcome_defaulted"].sum()) if len(f) else 0,
                 "balanced": read == kept + rec_q and bool((f["records"] == f["kept"] + f["quarantined"]).all())}
@@ -1049,24 +1359,64 @@ class WalletData:
         return rec
 
     def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-        """Write every table as Parquet (atomically: temporary file, then rename)."""
+        """Write every table as Parquet, all or nothing.
+
+        :meth:`check` runs first (nothing is written when the counts do not balance). The tables and the
+        completion record ``ingest.json`` (row counts and SHA-256 of every table) are written into a temporary
+        sibling folder, which then replaces ``out_dir`` in one atomic exchange (:func:`workbench.atomic.replace_folder`):
+        a reader sees the old complete folder or the new one, never a mix, whenever the process is killed.
+        """
+        rec = self.check()
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for name in self.TABLES:
-            df = getattr(self, name)
-            written[name] = atomic.write_parquet(out / f"{name}.parquet", df, index=False)
-        written["meta"] = atomic.write_json(out / "ingest.json", {"bar_interval": self.bar_interval,
-                                                                  "reconciliation": self.reconciliation()})
+
+        def write_all(tmp: Path) -> None:
+            tables = {}
+            for name in self.TABLES:
+                path = tmp / f"{name}.parquet"
+                getattr(self, name).to_parquet(path, index=False)
+                tables[name] = {"rows": len(getattr(self, name)), "sha256": atomic.sha256_file(path)}
+            meta = {"complete": True, "format": INGEST_FORMAT, "bar_interval": self.bar_interval,
+                    "reconciliation": rec, "tables": tables}
+            (tmp / COMPLETION_RECORD).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+
+        atomic.replace_folder(out, write_all)
+        written = {name: out / f"{name}.parquet" for name in self.TABLES}
+        written["meta"] = out / COMPLETION_RECORD
         return written
 
     @classmethod
-    def read(cls, folder: str | os.PathLike[str]) -> "WalletData":
-        """Read tables written by :meth:`write`."""
+    def read(cls, folder: str | os.PathLike[str], verify: bool = False) -> "WalletData":
+        """Read tables written by :meth:`write`.
+
+        Refuses (:class:`IngestError`) a folder without its completion record, or whose tables do not have the
+        row counts it records (with ``verify=True`` also their SHA-256): such a folder is the remains of an
+        interrupted or foreign write, and reading it could mix tables of two runs.
+        """
         folder = Path(folder)
-        meta = json.loads((folder / "ingest.json").read_text()) if (folder / "ingest.json").exists() else {}
-        return cls(**{name: pd.read_parquet(folder / f"{name}.parquet") for name in cls.TABLES},
-                   bar_interval=meta.get("bar_interval", "15min"))
+        meta_path = folder / COMPLETION_RECORD
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise IngestError(f"{folder} has no completion record ({COMPLETION_RECORD}): not a finished ingest "
+                              "output; run the ingestion again") from None
+        except (OSError, ValueError) as exc:
+            raise IngestError(f"{meta_path}: unreadable completion record: {exc}") from None
+        if not isinstance(meta, dict) or meta.get("complete") is not True or not isinstance(meta.get("tables"), dict):
+            raise IngestError(f"{meta_path}: the ingest output is incomplete; run the ingestion again")
+        tables = {}
+        for name in cls.TABLES:
+            path = folder / f"{name}.parquet"
+            expected = meta["tables"].get(name, {})
+            if verify and atomic.sha256_file(path) != expected.get("sha256"):
+                raise IngestError(f"{path} differs from the one the completion record lists")
+            try:
+                tables[name] = pd.read_parquet(path)
+            except (OSError, ValueError) as exc:
+                raise IngestError(f"{path}: unreadable table: {exc}") from None
+            if len(tables[name]) != expected.get("rows"):
+                raise IngestError(f"{path} has {len(tables[name])} rows, the completion record says "
+                                  f"{expected.get('rows')}: tables of different runs")
+        return cls(**tables, bar_interval=meta.get("bar_interval", "15min"))
 
 
 def derive_tables(events: pd.DataFrame, bar_interval: str = "15min"
