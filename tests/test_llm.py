@@ -119,14 +119,18 @@ def test_tokenizer_round_trip_and_chat_template(ds):
 
 
 def test_base_model_build_save_reload_identical(base, ds, tmp_path):
-    assert base.reload_max_abs_diff == 0.0
+    # reload_max_abs_diff compares logits (BLAS output): bounded, not bit-exact; the weights themselves are exact
+    assert base.reload_max_abs_diff is not None and base.reload_max_abs_diff <= 1e-5
     assert 10_000 < M.n_parameters(base.model) < 1_000_000
     assert (base.path / "config.json").exists() and (base.path / "tokenizer.json").exists()
     assert json.loads((base.path / "workbench.json").read_text())["cutoff_ms"] == ds.cutoff_ms
     model, tok, rep = M.load_base(base.path)
     assert rep.device == "cpu" and not rep.quantized_4bit and "full precision" in rep.note
     texts = list(ds.test["prompt"].iloc[:2])
-    assert torch.equal(M.logits_of(model, tok, texts), M.logits_of(base.model, base.tokenizer, texts))
+    saved, trained = model.state_dict(), base.model.state_dict()
+    assert set(saved) == set(trained) and all(torch.equal(saved[k], trained[k]) for k in saved)
+    torch.testing.assert_close(M.logits_of(model, tok, texts), M.logits_of(base.model, base.tokenizer, texts),
+                               rtol=1e-5, atol=1e-5)
     again = T.build_tiny_base(ds, base.path, MICRO, T.settings_for("pretrain", "cpu", max_steps=12, batch_size=16,
                                                                       logging_steps=4, eval_steps=6), seed=0)
     assert again.reused  # same corpus and settings: loaded, not retrained
