@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import workbench  # noqa: F401  (sets the Hugging Face offline flags before transformers is imported)
-from workbench.dt import InterleavedDecisionTransformer, TraderDecisionTransformer, next_rtg_target
+from workbench.twin import InterleavedDecisionTransformer, TraderDecisionTransformer, next_rtg_target
 
 STATE_DIM, N_ACTIONS = 17, 5
 

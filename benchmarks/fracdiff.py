@@ -18,10 +18,10 @@ from types import ModuleType
 
 import numpy as np
 import pandas as pd
-
 from references import frac_diff_ffd
 from timing import best_of
-from workbench.fracdiff import ffd, ffd_weights, min_d
+
+from workbench.features import ffd, ffd_weights, min_d
 
 
 def fracdiff_modern() -> ModuleType | None:

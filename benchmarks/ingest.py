@@ -16,11 +16,11 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-
 from timing import best_of
+
 from workbench import config
-from workbench.ingest import derive_tables, load_wallet, read_events
-from workbench.simulate import SimConfig, ensure_simulation
+from workbench.data import derive_tables, load_wallet, read_events
+from workbench.data.simulate import SimConfig, ensure_simulation
 
 
 def naive(folder: Path) -> int:

@@ -20,10 +20,10 @@ import time
 
 import numpy as np
 import pandas as pd
-
 from references import ou_loop_exit_pnl
 from timing import best_of
-from workbench.labeling import add_vertical_barrier, daily_vol, ou_barrier_grid, ou_paths, triple_barrier
+
+from workbench.labels import add_vertical_barrier, daily_vol, ou_barrier_grid, ou_paths, triple_barrier
 
 
 def afml_apply_pt_sl_on_t1(close: pd.Series, events: pd.DataFrame, pt_sl: tuple[float, float]) -> pd.DataFrame:
@@ -71,7 +71,7 @@ def main() -> None:
           f"pt_sl = {pt_sl}, daily-vol targets (span {args.vol_span:,} bars, mean {out['target'].mean():.3f}); "
           f"{n_touch:.0%} end at a horizontal barrier, {scanned:.0f} bars scanned per event on average")
     print(f"  first call (numba compile or cache load + a tiny run): {t_warm:.2f} s (not in the timings below)")
-    print(f"  workbench.labeling.triple_barrier   best of {args.repeat}: {t_fast:.3f} s  "
+    print(f"  workbench.labels.triple_barrier   best of {args.repeat}: {t_fast:.3f} s  "
           f"({'under' if t_fast < 0.25 else 'OVER'} the 0.25 s target)")
 
     sub = np.unique(np.linspace(0, args.events - 1, min(args.ref_events, args.events)).round().astype(int))

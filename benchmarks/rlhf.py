@@ -19,14 +19,15 @@ import time
 from pathlib import Path
 
 import torch
+from timing import best_of
 
 import workbench  # noqa: F401
-from timing import best_of
 from workbench import config
-from workbench.llm import GenerationSettings, generate, load_policy
+from workbench.analysis import load_config
+from workbench.llm import GenerationSettings
 from workbench.llm import data as D
+from workbench.llm import generate, load_policy
 from workbench.llm import model as M
-from workbench.rlconfig import load_config
 from workbench.rlhf.curriculum import curriculum
 from workbench.rlhf.grpo import rl_settings, train_grpo
 from workbench.rlhf.rewards import GRPOReward

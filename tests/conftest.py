@@ -10,7 +10,7 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("WORKBENCH_PROGRESS", "0")
 
-from workbench.simulate import SimConfig, simulate  # noqa: E402
+from workbench.data.simulate import SimConfig, simulate  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 
@@ -25,7 +25,7 @@ def small_sim(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def small_events(small_sim):
-    from workbench.ingest import read_events
+    from workbench.data.read import read_events
 
     events, quarantine, files = read_events(small_sim.wallet_dir)
     assert len(quarantine) == 0
@@ -36,3 +36,43 @@ def small_events(small_sim):
 import sys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+# ------------------------------------------------------------------------------------------------
+# a real local S3 server (moto in server mode on 127.0.0.1) for the fetch tests
+# ------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3(s3_server, monkeypatch):
+    """``(S3Settings, boto3 client)`` for an empty bucket of its own on the local server."""
+    import boto3
+
+    from workbench.data.fetch import S3Settings
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    name = f"bucket-{free_port()}"
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    return S3Settings(bucket=name, endpoint_url=s3_server, access_key="testing", secret_key="testing",
+                      region="us-east-1"), client
+

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from workbench import analysis as A
-from workbench.rlconfig import ConfigError, load_config
+from workbench.analysis import ConfigError, load_config
 
 FACTS = A.Facts(time="2026-01-05T08:05:30+00:00", market="btc-updown-15m-1767600000", minutes_left=9.5,
                 btc_move_pct=0.12, up_bid=0.54, up_ask=0.56, fair=0.63, rsi=63.4, macd_bp=1.2, bb_width_pct=0.42,

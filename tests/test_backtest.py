@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workbench import backtest as B, features, ingest, sequences as S
+from workbench import features
+from workbench.data import ingest
+from workbench.twin import backtest as B
+from workbench.twin import steps as S
 
 
 @pytest.fixture(scope="module")

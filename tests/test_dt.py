@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.dt import (ACTIONS, BEST_CHECKPOINT, InterleavedDecisionTransformer, SequenceDataset,
-                          TraderDecisionTransformer, TraderInference, TraderTrainer, balanced_class_weights,
-                          hf_state_dict_to_interleaved, interleaved_from_hf, load_checkpoint, make_loader,
-                          next_rtg_target, rtg_from_rewards, save_checkpoint, warmup_cosine)
+from workbench.data.simulate import ACTIONS
+from workbench.twin import (BEST_CHECKPOINT, InterleavedDecisionTransformer, SequenceDataset, TraderDecisionTransformer,
+                            TraderInference, TraderTrainer, balanced_class_weights, hf_state_dict_to_interleaved,
+                            interleaved_from_hf, load_checkpoint, make_loader, next_rtg_target, rtg_from_rewards,
+                            save_checkpoint, warmup_cosine)
 
 S, A = 6, len(ACTIONS)
 TINY = dict(state_dim=S, action_dim=A, d_model=32, n_layers=2, n_heads=4, max_len=16)

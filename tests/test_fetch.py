@@ -3,49 +3,25 @@
 from __future__ import annotations
 
 import json
-import socket
 
-import boto3
 import pytest
 
-from workbench.fetch import FetchError, S3Settings, fetch_wallet, partial_paths
 from workbench.cli import main
+from workbench.data.fetch import FetchError, S3Settings, fetch_wallet, partial_paths
 
 WALLET = "0x1234000000000000000000000000000000005678"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
 @pytest.fixture()
-def bucket(s3_server, monkeypatch):
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    name = f"bucket-{_free_port()}"
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-    client.create_bucket(Bucket=name)
+def bucket(s3):
+    settings, client = s3
+    name = settings.bucket
     files = {f"btc-updown-15m-{1767600000 + 900 * i}_prices.json": (b'{"slug": "x", "prices": []}' * (i + 1) * 5000)
              for i in range(4)}
     for key, body in files.items():
         client.put_object(Bucket=name, Key=f"merged_trades/{WALLET}/{key}", Body=body)
     client.put_object(Bucket=name, Key="merged_trades/0xother/ignored.json", Body=b"{}")
-    return S3Settings(bucket=name, endpoint_url=s3_server, access_key="testing", secret_key="testing",
-                      region="us-east-1"), client, files
+    return settings, client, files
 
 
 def test_fetch_downloads_then_is_idempotent(bucket, tmp_path):

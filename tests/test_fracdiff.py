@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from references import frac_diff_ffd, get_weights_ffd
-from workbench.external import load_afml_dollar_bars
-from workbench.fracdiff import adf_point, ffd, ffd_weights, min_d
+
+from workbench.data.external import load_afml_dollar_bars
+from workbench.features import adf_point, ffd, ffd_weights, min_d
 
 
 def test_weights_reference_values():

@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.ingest import (ReconciliationError, WalletData, derive_tables, load_wallet, market_window,
-                              read_events)
 from workbench.config import EXTERNAL_DIR
-
-from conftest import DATA
+from workbench.data import ReconciliationError, WalletData, derive_tables, load_wallet, market_window, read_events
 
 START = 1767600000  # 2026-01-05 08:00 UTC, a 15-minute boundary
 T0 = START * 1000
@@ -163,7 +161,7 @@ def test_unbalanced_reconciliation_raises(bad):
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
-    from workbench.ingest import IngestError
+    from workbench.data.schema import IngestError
 
     with pytest.raises(IngestError, match="no such file"):
         load_wallet(tmp_path / "nope")
@@ -217,7 +215,7 @@ def test_write_read_round_trip(tmp_path, small_sim):
 
 
 def test_simulated_pnl_matches_simulator(small_sim):
-    from workbench.simulate import load_truth
+    from workbench.data.simulate import load_truth
 
     d = load_wallet(small_sim.wallet_dir)
     _, markets = load_truth(small_sim.wallet_dir.parents[1], small_sim.config.wallet)
@@ -240,7 +238,7 @@ def _prefix_equal(a: pd.DataFrame, b: pd.DataFrame, time_col: str, cutoff: int, 
 def test_no_lookahead(small_events, pick, on_fill, offset, mode, seed):
     """Cut just after a real event (often a wallet fill, where a one-step leak would show), then
     truncate, perturb or extend everything from the cut on: no earlier output may change."""
-    from workbench.ingest import up_marks
+    from workbench.data.tables import up_marks
 
     ev = small_events
     anchors = ev.loc[ev["type"] == "trade", "t"].to_numpy() if on_fill else ev["t"].to_numpy()

@@ -8,17 +8,17 @@ import math
 from pathlib import Path
 
 import numpy as np
-from references import ou_loop_exit_pnl
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from references import ou_loop_exit_pnl
 
 from workbench.config import EXTERNAL_DIR
-from workbench.ingest import derive_tables, load_wallet
-from workbench.labeling import (LabelingError, add_vertical_barrier, barrier_pnl, cusum_filter, daily_vol, exit_steps,
-                                fill_entries, fit_exit_barriers, label_trades, market_paths, ou_barrier_grid,
-                                ou_exit_pnl, ou_optimum, ou_paths, round_trips, triple_barrier)
+from workbench.data import derive_tables, load_wallet
+from workbench.labels import (LabelingError, add_vertical_barrier, barrier_pnl, cusum_filter, daily_vol, exit_steps,
+                              fill_entries, fit_exit_barriers, label_trades, market_paths, ou_barrier_grid, ou_exit_pnl,
+                              ou_optimum, ou_paths, round_trips, triple_barrier)
 
 START = 1767600000  # 2026-01-05 08:00 UTC, a 15-minute boundary
 T0 = START * 1000
@@ -365,7 +365,7 @@ def test_labels_on_simulated_trades(small_events, small_trades):
 
 @pytest.fixture(scope="module")
 def two_days(tmp_path_factory):
-    from workbench.simulate import SimConfig, simulate
+    from workbench.data.simulate import SimConfig, simulate
 
     res = simulate(SimConfig(days=2, seed=7), tmp_path_factory.mktemp("raw2d"))
     return load_wallet(res.wallet_dir)
@@ -446,7 +446,7 @@ def test_figures_and_sliders_headless(tmp_path, dollar_close, ou_grids, hand, ca
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    from workbench import labeling_ui as ui
+    from workbench.labels import ui
     from workbench.plots import save
 
     vol = daily_vol(dollar_close)

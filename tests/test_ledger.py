@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from workbench.ledger import DOWN, UP, LedgerError, MarketPosition
+from workbench.data import DOWN, UP, LedgerError, MarketPosition
 
 
 def test_average_cost_sequence_hand_computed():

@@ -7,9 +7,9 @@ import re
 import tomllib
 
 import nbformat
-from papermill.translators import PythonTranslator
 import pytest
 import yaml
+from papermill.translators import PythonTranslator
 
 from workbench.chain import discover_notebooks
 from workbench.config import PROJ_ROOT
@@ -82,3 +82,71 @@ def test_notebooks_are_thin_and_clean(path):
         defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
         assert not defs, f"def/class belongs in the package: {[d.name for d in defs]}"
         assert "../" not in c.source and "!pip" not in c.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_pairs_are_in_sync_and_carry_no_state(path):
+    """Each notebook is one source in two files: the .ipynb JupyterLab opens and its jupytext percent script."""
+    import jupytext
+
+    script = path.with_suffix(".py")
+    assert script.exists(), f"{script.name} missing: run `jupytext --sync {path}`"
+    nb = nbformat.read(path, as_version=4)
+    paired = jupytext.read(script)
+
+    def cells(n):
+        return [(c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in n.cells]
+
+    assert cells(nb) == cells(paired), f"{path.name} and {script.name} differ: run `jupytext --sync {path}`"
+    assert "widgets" not in nb.metadata, "widget state committed"
+    assert all("widgets" not in c.metadata and not c.get("attachments") for c in nb.cells)
+
+
+def test_jupytext_and_precommit_are_configured():
+    config = tomllib.loads((PROJ_ROOT / "jupytext.toml").read_text())
+    assert config["formats"] == "ipynb,py:percent"
+    hooks = yaml.safe_load((PROJ_ROOT / ".pre-commit-config.yaml").read_text())
+    ids = {h["id"] for repo in hooks["repos"] for h in repo["hooks"]}
+    assert {"jupytext", "nbstripout"} <= ids
+    deps = PYPROJECT["project"]["dependencies"]
+    assert any(d.startswith("jupytext") for d in deps)
+
+
+# the chain's stages in order; a module may import only from its own stage, an earlier one or the shared modules
+STAGES = ["data", "features", "labels", "twin", "analysis", "rlaif", "llm", "rlhf"]
+SHARED = {"config", "atomic", "metrics", "plots"}
+
+
+def _imports(path) -> set[str]:
+    """Every ``workbench.x`` module imported anywhere in ``path`` (lazy imports inside functions included)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("workbench"):
+            out.add(node.module)
+            if node.module == "workbench":
+                out.update(f"workbench.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("workbench"))
+    return out
+
+
+def test_the_package_is_layered_like_the_chain():
+    root = PROJ_ROOT / "workbench"
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).parts
+        if len(rel) == 1:  # shared modules import no stage; chain.py and cli.py sit above the stages
+            if path.stem in SHARED:
+                bad += [(path.name, m) for m in _imports(path) if m.split(".")[1:2] and m.split(".")[1] in STAGES]
+            continue
+        stage = STAGES.index(rel[0])
+        for m in _imports(path):
+            parts = m.split(".")
+            if len(parts) > 1 and parts[1] in STAGES and STAGES.index(parts[1]) > stage:
+                bad.append(("/".join(rel), m))
+    assert not bad, f"a stage imports a later one: {bad}"
+
+
+def test_modules_stay_small():
+    sizes = {str(p.relative_to(PROJ_ROOT)): len(p.read_text().splitlines()) for p in (PROJ_ROOT / "workbench").rglob("*.py")}
+    assert max(sizes.values()) <= 600, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from workbench import analysis as A
-from workbench.rlaif import (OutcomeTracker, PreferenceGenerator, ProcessRewardModel, ProcessRewardTrainer,
-                             RLAIFFineTuner, RewardModel, RewardModelTrainer, Store, TextEncoder, TradingDecision,
-                             aggregate_steps, bradley_terry_loss, candidates_at, evaluate)
+from workbench.rlaif import (OutcomeTracker, PreferenceGenerator, ProcessRewardModel, ProcessRewardTrainer, RewardModel,
+                             RewardModelTrainer, RLAIFFineTuner, Store, TextEncoder, TradingDecision, aggregate_steps,
+                             bradley_terry_loss, candidates_at, evaluate)
 from workbench.rlaif.reward import NUMERIC_DIM, decision_vector
 
 
@@ -282,3 +282,4 @@ def test_a_feature_constant_in_training_cannot_swamp_the_score():
     # kernel paths), never by the old 1e-6 floor's blow-up (a z-score of 8e6)
     assert np.isfinite(s).all() and abs(s[0] - s[1]) <= 1e-5 * max(1.0, abs(s[0]))
     assert torch.isfinite(m.num_std[1:]).all() and float(m.num_std[1]) > 0.5
+

@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from test_analysis import FACTS, GOOD
-from workbench.analysis import Analyst, Facts
+
+from workbench.analysis import Analyst, Facts, load_config
 from workbench.llm import data as D
-from workbench.rlconfig import load_config
 from workbench.rlhf import curriculum as C
 from workbench.rlhf import diagnostics as G
 from workbench.rlhf import evaluation as E

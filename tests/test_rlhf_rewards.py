@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from test_analysis import FACTS, GOOD
-from workbench.rlconfig import load_config
+
+from workbench.analysis import load_config
 from workbench.rlhf import (Scheme, calibration_reward, mention_reward, outcome_reward, process_reward,
                             process_reward_from_probs, score)
 

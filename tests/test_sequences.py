@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import features, ingest, sequences as S
-from workbench.simulate import ACTIONS, load_truth
+from workbench import features
+from workbench.data import ingest
+from workbench.data.simulate import ACTIONS, load_truth
+from workbench.twin import steps as S
 
 
 @pytest.fixture(scope="module")

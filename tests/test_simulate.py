@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from workbench.simulate import ACTIONS, SimConfig, load_truth, ordered_logit_probs, simulate, simulate_btc_path
+from workbench.data.simulate import ACTIONS, SimConfig, load_truth, ordered_logit_probs, simulate, simulate_btc_path
 
 
 def _digest(folder) -> str:

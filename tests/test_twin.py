@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench import backtest, dt, features, ingest, sequences as S, twin
+from workbench import features
+from workbench import twin as dt
+from workbench.data import ingest
+from workbench.twin import backtest
+from workbench.twin import steps as S
+from workbench.twin import study as twin
 
 
 @pytest.fixture(scope="module")

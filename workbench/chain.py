@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import yaml
 
 from workbench import atomic, config
-from workbench.simulate import SimConfig, ensure_simulation
+from workbench.data.simulate import SimConfig, ensure_simulation
 
 #: Packages whose versions go into every manifest.
 MANIFEST_PACKAGES = ("numpy", "pandas", "pyarrow", "scipy", "statsmodels", "ta", "numba", "matplotlib", "plotly",
@@ -96,18 +96,25 @@ def parse_cli_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def file_tree_hash(root: Path) -> dict[str, Any]:
-    """SHA-256 over the sorted relative paths and contents of every file under ``root``."""
+def file_tree_hash(root: Path, per_file: bool = False) -> dict[str, Any]:
+    """SHA-256 over the sorted relative paths and contents of every file under ``root``; with ``per_file``, also
+    each file's own SHA-256 (``files_sha256``), so that two runs can be compared table by table."""
     h = hashlib.sha256()
     n = size = 0
+    each: dict[str, str] = {}
     if root.exists():
         for p in sorted(q for q in root.rglob("*") if q.is_file()):
             data = p.read_bytes()
+            digest = hashlib.sha256(data)
             h.update(str(p.relative_to(root)).encode())
-            h.update(hashlib.sha256(data).digest())
+            h.update(digest.digest())
+            each[str(p.relative_to(root))] = digest.hexdigest()
             n += 1
             size += len(data)
-    return {"path": str(root), "files": n, "bytes": size, "sha256": h.hexdigest()}
+    out: dict[str, Any] = {"path": str(root), "files": n, "bytes": size, "sha256": h.hexdigest()}
+    if per_file:
+        out["files_sha256"] = each
+    return out
 
 
 def package_versions(names: Sequence[str] = MANIFEST_PACKAGES) -> dict[str, str | None]:
@@ -243,7 +250,8 @@ def run_chain(profile: str = "default", *, only: Sequence[str] | None = None,
         entry.update(status="ok", seconds=round(time.perf_counter() - t_nb, 2))
         atomic.write_json(run_dir / "manifest.json", manifest)
         log(f"[chain] ok {nb.name} in {entry['seconds']:.1f}s")
-    manifest["outputs"] = {"processed": file_tree_hash(paths.processed), "figures": file_tree_hash(paths.figures)}
+    manifest["outputs"] = {"processed": file_tree_hash(paths.processed, per_file=True),
+                           "figures": file_tree_hash(paths.figures)}
     manifest.update(status="ok", finished_utc=datetime.now(timezone.utc).isoformat(),
                     seconds=round(time.perf_counter() - t0, 2))
     atomic.write_json(run_dir / "manifest.json", manifest)

@@ -28,12 +28,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from workbench.chain import Profile
-    from workbench.simulate import ensure_simulation, simulate
+    from workbench.data.simulate import ensure_simulation, simulate
 
     base = Profile.load(args.profile).simulate if args.profile else {}
     settings = {**base, **({"days": args.days} if args.days is not None else {}),
                 **({"seed": args.seed} if args.seed is not None else {})}
-    from workbench.simulate import config_with
+    from workbench.data.simulate import config_with
 
     cfg = config_with(**settings)
     out = Path(args.out) if args.out else config.paths().raw
@@ -53,7 +53,7 @@ def _ingest_arguments(args: argparse.Namespace) -> str | None:
 
     import pandas as pd
 
-    from workbench.ingest import display_path
+    from workbench.data.walk import display_path
 
     for src in args.src:
         if not os.path.lexists(src):
@@ -78,7 +78,8 @@ def _ingest_arguments(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
-    from workbench.ingest import IngestError, load_wallet
+    from workbench.data.ingest import load_wallet
+    from workbench.data.schema import IngestError
 
     problem = _ingest_arguments(args)
     if problem:
@@ -103,8 +104,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from workbench.fetch import (FetchError, FetchUsageError, S3Settings, fetch_wallet, validate_out_dir,
-                                 validate_wallet)
+    from workbench.data.fetch import (FetchError, FetchUsageError, S3Settings, fetch_wallet, validate_out_dir,
+                                      validate_wallet)
 
     out = Path(args.out) if args.out else None
     try:

@@ -11,51 +11,19 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 from pathlib import Path
 from typing import Any, Callable
 
-import boto3
 import pytest
 from botocore.exceptions import ReadTimeoutError
 
 from workbench.cli import main
-from workbench.fetch import MANIFEST_NAME, FetchError, S3Settings, fetch_wallet, partial_paths
+from workbench.data.fetch import MANIFEST_NAME, FetchError, S3Settings, fetch_wallet, partial_paths
 
 WALLET = "0xabcd000000000000000000000000000000001234"
 PREFIX = f"merged_trades/{WALLET}/"
 MIB = 1 << 20
 GOOD = b'{"slug": "good", "prices": []}'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture()
-def s3(s3_server, monkeypatch) -> tuple[S3Settings, Any]:
-    """An empty bucket of its own, and a client for it."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(k, v)
-    name = f"hostile-{_free_port()}"
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-    client.create_bucket(Bucket=name)
-    return S3Settings(bucket=name, endpoint_url=s3_server, access_key="testing", secret_key="testing",
-                      region="us-east-1"), client
 
 
 def _put_multipart(client: Any, bucket: str, key: str, body: bytes) -> str:

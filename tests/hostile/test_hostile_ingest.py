@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import ingest
+from workbench import data
 from workbench.cli import main
-from workbench.ingest import IngestError, WalletData, load_wallet
+from workbench.data import IngestError, WalletData, load_wallet
+from workbench.data import read as data_read
 
 START = 1767600000  # 2026-01-05 08:00 UTC
 T0 = START * 1000
@@ -298,7 +299,7 @@ def test_binary_garbage_named_json_is_quarantined(tmp_path):
 
 def test_file_over_the_size_limit_is_not_read(tmp_path):
     path = market_json(tmp_path / WALLET, [quote()] * 50)
-    events, q, files = ingest.read_events(tmp_path, max_file_bytes=100)
+    events, q, files = data.read_events(tmp_path, max_file_bytes=100)
     assert q["reason"].tolist() == [f"file of {path.stat().st_size:,} bytes exceeds the 100-byte limit (not read)"]
     assert events.empty
 
@@ -316,7 +317,7 @@ def test_unreadable_file_is_quarantined_and_the_rest_read(tmp_path, monkeypatch)
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(ingest, "open", deny, raising=False)
+    monkeypatch.setattr(data_read, "open", deny, raising=False)
     d = load_wallet(tmp_path)
     assert reasons(d, "file") == ["cannot read the file: Permission denied"]
     assert balanced(d)["records_kept"] == 1
@@ -499,7 +500,7 @@ def test_unbalanced_data_writes_nothing(tmp_path):
     files = d.files.copy()
     files.loc[0, "records"] += 1
     broken = WalletData(d.events, d.trades, d.positions, d.bars, d.quarantine, files, d.resolutions)
-    with pytest.raises(ingest.ReconciliationError):
+    with pytest.raises(data.ReconciliationError):
         broken.write(tmp_path / "out")
     assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
@@ -525,7 +526,7 @@ def _cli_error(capsys, argv: list[str], monkeypatch) -> tuple[int, str]:
     def never(*a, **kw):
         raise AssertionError("files were parsed before the arguments were checked")
 
-    monkeypatch.setattr("workbench.ingest.load_wallet", never)
+    monkeypatch.setattr("workbench.data.ingest.load_wallet", never)
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -660,7 +661,7 @@ def test_fuzz_random_csv_rows(tmp_path_factory, cells):
 # ------------------------------------------------------------------------------------------------
 _WRITER = """
 import sys
-from workbench.ingest import load_wallet
+from workbench.data import load_wallet
 a, b = load_wallet(sys.argv[1]), load_wallet(sys.argv[2])
 print("ready", flush=True)
 while True:

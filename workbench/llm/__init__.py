@@ -21,17 +21,19 @@ Modules
 from __future__ import annotations
 
 import workbench  # noqa: F401  (offline flags before transformers is imported)
-from workbench.llm.chat import CHAT_SYSTEM_PROMPT, ChatReply, ChatSession, Sanitized, answer_from_facts, chat_widget, \
-    fit_context, sanitize
+from workbench.llm.chat import CHAT_SYSTEM_PROMPT, ChatReply, ChatSession, answer_from_facts, chat_widget, fit_context
 from workbench.llm.commentary import (Commentary, CommentaryFacts, CommentaryVerification, CommentaryVerifier,
-                                      commentary_facts, commentary_or_none, describe_commentary, template_commentary, write_commentary)
+                                      commentary_facts, commentary_or_none, describe_commentary, template_commentary,
+                                      write_commentary)
 from workbench.llm.data import (DECISION_POINT_COLUMNS, ContractError, SFTData, action_balance, build_sft_dataset,
                                 decision_points_from_facts, facts_of, indicator_coverage, pretraining_corpus,
                                 quality_checks, read_decision_points, read_preference_pairs, synthetic_decision_points,
                                 synthetic_facts, synthetic_preference_pairs, write_contract)
-from workbench.llm.evaluate import (CLAIM_KINDS, GenerationSettings, ModelSpec, claim_failures, claim_table, claims_by_kind, completion_nll, decision_from_analysis,
-                                    evaluate_models, generate, perplexity, score_analyses, summarize)
+from workbench.llm.evaluate import (CLAIM_KINDS, GenerationSettings, ModelSpec, claim_failures, claim_table,
+                                    claims_by_kind, completion_nll, decision_from_analysis, evaluate_models, generate,
+                                    perplexity, score_analyses, summarize)
 from workbench.llm.figures import evaluation_figure, training_curves
+from workbench.llm.guard import Sanitized, sanitize
 from workbench.llm.model import (CHAT_TEMPLATE, TINY, TinyConfig, build_tiny_model, device_report, format_prompt,
                                  load_base, reload_check, train_tokenizer)
 from workbench.llm.pipeline import (Inputs, dpo_adapter_chain, load_inputs, market_data, model_specs, price_source,

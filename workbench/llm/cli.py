@@ -128,7 +128,7 @@ def _generation(a: argparse.Namespace) -> Any:
 
 
 def _cmd_infer(a: argparse.Namespace) -> int:
-    from workbench.analysis import StepVerifier
+    from workbench.analysis.verifier import StepVerifier
     from workbench.llm.data import facts_of, write_jsonl
     from workbench.llm.evaluate import generate
 

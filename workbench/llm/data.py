@@ -31,7 +31,8 @@ import numpy as np
 import pandas as pd
 
 from workbench import atomic
-from workbench.analysis import MISTAKES, SIGNALS, Analyst, Facts, prompt_from_facts
+from workbench.analysis.analyst import Analyst, prompt_from_facts
+from workbench.analysis.facts import MISTAKES, SIGNALS, Facts
 
 DECISION_POINT_COLUMNS = ("time", "market", "facts", "prompt", "completion", "signal", "confidence", "outcome_ret",
                           "period")

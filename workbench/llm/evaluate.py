@@ -28,13 +28,14 @@ import pandas as pd
 import torch
 
 from workbench import metrics
-from workbench.analysis import SIGNALS, StepVerifier
+from workbench.analysis.facts import SIGNALS
+from workbench.analysis.rlconfig import STEPS
+from workbench.analysis.verifier import StepVerifier
 from workbench.llm.data import facts_of
 from workbench.llm.model import format_prompt, has_chat_template
 from workbench.rlaif.finetune import SYSTEM_PROMPT
 from workbench.rlaif.store import TradingDecision
 from workbench.rlaif.tracker import evaluate as evaluate_decision
-from workbench.rlconfig import STEPS
 
 
 @dataclass(frozen=True)

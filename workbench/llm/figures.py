@@ -9,8 +9,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from workbench.analysis.rlconfig import STEPS
 from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR
-from workbench.rlconfig import STEPS
 
 _COLORS = {"base": "#bababa", "SFT": "#2166ac", "DPO": BUY_COLOR, "reference (analyst)": NEUTRAL}
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from workbench import atomic
-from workbench.llm.data import (CONTRACT_DIR, ContractError, SFTData, build_sft_dataset,
-                                pairs_for_period, read_decision_points, read_preference_pairs)
+from workbench.llm.data import (CONTRACT_DIR, ContractError, SFTData, build_sft_dataset, pairs_for_period,
+                                read_decision_points, read_preference_pairs)
 from workbench.llm.evaluate import ModelSpec
 from workbench.llm.train import load_policy
 
@@ -76,9 +76,9 @@ def price_source(processed: str | os.PathLike[str]) -> tuple[Any, str]:
     folder = Path(processed) / "01_ingestion"
     if not (folder / "events.parquet").exists():
         return None, f"no quotes ({folder}/events.parquet missing): market outcomes are skipped"
-    from workbench.backtest import QuoteBook
-    from workbench.ingest import WalletData
+    from workbench.data.ingest import WalletData
     from workbench.rlaif import ReplayPriceSource
+    from workbench.twin.backtest import QuoteBook
 
     events = WalletData.read(folder).events
     if not (events["type"] == "price_change").any():

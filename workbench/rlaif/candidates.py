@@ -8,7 +8,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from workbench.analysis import MISTAKES, Analyst, Facts, prompt_from_facts
+from workbench.analysis.analyst import Analyst, prompt_from_facts
+from workbench.analysis.facts import MISTAKES, Facts
 from workbench.rlaif.store import TradingDecision
 
 Rule = Callable[[Facts], str]

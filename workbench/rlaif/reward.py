@@ -92,7 +92,9 @@ class TextEncoder:
         short, so each distinct step is embedded once and the whole costs a fraction of embedding full
         analyses (which MiniLM also truncates at 256 tokens). A text without parseable steps is embedded
         whole."""
-        from workbench.analysis import STEP_TITLES, STEPS, split_steps
+        from workbench.analysis.facts import STEP_TITLES
+        from workbench.analysis.rlconfig import STEPS
+        from workbench.analysis.verifier import split_steps
 
         parts: list[list[str]] = []
         for t in texts:

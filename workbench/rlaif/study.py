@@ -14,7 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.analysis import STEP_TITLES, STEPS, Analyst, Facts, StepVerifier, facts_from_steps, prompt_from_facts
+from workbench.analysis.analyst import Analyst, prompt_from_facts
+from workbench.analysis.facts import STEP_TITLES, Facts, facts_from_steps
+from workbench.analysis.rlconfig import STEPS
+from workbench.analysis.verifier import StepVerifier
 from workbench.metrics import bootstrap_ci, brier, ece
 from workbench.rlaif.candidates import candidates_at
 from workbench.rlaif.store import Outcome, PreferencePair, TradingDecision
@@ -98,7 +101,7 @@ def heuristic_pair_accuracy(pairs: Sequence[PreferencePair]) -> dict[str, float]
 
 def step_texts(decisions: Sequence[TradingDecision]) -> list[list[str]]:
     """The four step texts of each decision's analysis (``""`` for a missing step)."""
-    from workbench.analysis import split_steps
+    from workbench.analysis.verifier import split_steps
 
     out = []
     for d in decisions:

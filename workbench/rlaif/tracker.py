@@ -38,7 +38,7 @@ class PriceSource(Protocol):
 
 
 class ReplayPriceSource:
-    """Recorded quotes (a :class:`workbench.backtest.QuoteBook`) behind a clock."""
+    """Recorded quotes (a :class:`workbench.twin.backtest.QuoteBook`) behind a clock."""
 
     def __init__(self, book: Any, clock_ms: int | None = None) -> None:
         self.book = book

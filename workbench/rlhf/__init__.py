@@ -17,8 +17,8 @@ Heavy dependencies (torch, transformers, trl) load only when a function needs th
 
 from workbench.rlhf.rewards import (MENTIONS, GRPOReward, ReplayOutcome, Scheme, Scored, calibration_reward,
                                     completion_text, format_reward, grpo_reward_functions, mention_reward,
-                                    outcome_reward, process_reward, process_reward_from_probs, prm_process_reward,
-                                    prm_step_probs, score)
+                                    outcome_reward, prm_process_reward, prm_step_probs, process_reward,
+                                    process_reward_from_probs, score)
 
 __all__ = ["MENTIONS", "Scheme", "Scored", "calibration_reward", "mention_reward", "outcome_reward", "process_reward",
            "process_reward_from_probs", "score",

@@ -27,8 +27,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.analysis import Facts
-from workbench.rlconfig import RLConfig, VerifierSettings
+from workbench.analysis.facts import Facts
+from workbench.analysis.rlconfig import RLConfig, VerifierSettings
 
 STAGES = ("clear", "mixed", "adversarial")
 DIFFICULTY_WEIGHTS = {"ambiguity": 0.30, "volatility": 0.20, "conflict": 0.25, "near_threshold": 0.15, "expiry": 0.10}

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from workbench import metrics
-from workbench.analysis import STEPS, Facts, StepVerifier, split_steps
-from workbench.rlconfig import RLConfig
+from workbench.analysis.facts import Facts
+from workbench.analysis.rlconfig import STEPS, RLConfig
+from workbench.analysis.verifier import StepVerifier, split_steps
 from workbench.rlhf.rewards import OutcomeFn, Scheme, prm_step_probs, score
 
 STEP_LABELS = {"technical_analysis": "technical", "risk_assessment": "risk", "market_context": "context",

@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from workbench import metrics
-from workbench.analysis import STEPS, Facts
-from workbench.rlconfig import RLConfig
+from workbench.analysis.facts import Facts
+from workbench.analysis.rlconfig import STEPS, RLConfig
 
 METRICS = ("true_step_share", "self_consistent", "ece", "brier", "mean_ret", "win_rate")
 HIGHER_IS_BETTER = {"true_step_share": True, "self_consistent": True, "ece": False, "brier": False, "mean_ret": True,
@@ -48,7 +48,7 @@ def score_texts(name: str, texts: Sequence[str], examples: pd.DataFrame, source:
                 cfg: RLConfig | None = None) -> pd.DataFrame:
     """One row per analysis (``workbench.llm.score_analyses``'s columns, ``prompt_id`` = row of ``examples``)
     plus ``ret0``: the return of following the signal with a HOLD counted as 0 (NaN when unknown)."""
-    from workbench.analysis import StepVerifier
+    from workbench.analysis.verifier import StepVerifier
     from workbench.llm import score_analyses
 
     ver = StepVerifier(cfg.verifier) if cfg is not None else None
@@ -201,7 +201,7 @@ def orm_scorer(orm: Any) -> Scorer:
     """Outcome reward model (``RewardModelTrainer``) score of each analysis as the decision it states; an
     analysis without a usable signal scores ``-inf``."""
     def score(texts: Sequence[str], rows: pd.DataFrame) -> np.ndarray:
-        from workbench.analysis import StepVerifier
+        from workbench.analysis.verifier import StepVerifier
         from workbench.llm import decision_from_analysis, facts_of
 
         ver = StepVerifier()

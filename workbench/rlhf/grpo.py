@@ -35,7 +35,7 @@ import torch
 
 import workbench  # noqa: F401  (offline flags before transformers)
 from workbench import config
-from workbench.rlconfig import RLConfig
+from workbench.analysis.rlconfig import RLConfig
 
 #: What ``rlhf_config.yaml`` does not set, per device: completions per prompt (the GRPO group) and the
 #: longest completion in tokens (the tiny model's analyses are 180-225 tokens).

@@ -26,8 +26,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from workbench.analysis import STEPS, Facts, StepVerifier, implied_direction, split_steps
-from workbench.rlconfig import RLConfig
+from workbench.analysis.analyst import implied_direction
+from workbench.analysis.facts import Facts
+from workbench.analysis.rlconfig import STEPS, RLConfig
+from workbench.analysis.verifier import StepVerifier, split_steps
 
 MENTIONS = {"mentions_rsi": (r"\bRSI\b", "technical_analysis"),
             "mentions_macd": (r"\bMACD\b", "technical_analysis"),
@@ -202,7 +204,7 @@ def format_reward(texts: Sequence[str]) -> np.ndarray:
 def prm_step_probs(texts: Sequence[str], facts: Sequence[Facts], prm: Any) -> np.ndarray:
     """``(n, 4)`` probabilities that each step is correct, from notebook 05's process reward model
     (:class:`workbench.rlaif.ProcessRewardTrainer`); a missing step is scored as an empty step."""
-    from workbench.analysis import STEP_TITLES
+    from workbench.analysis.facts import STEP_TITLES
 
     if not len(texts):
         return np.zeros((0, len(STEPS)))
@@ -262,7 +264,7 @@ class ReplayOutcome:
         ret = self._replay(parsed, f, t_ms) if sig != "HOLD" else 0.0
         alt = float("nan")
         if sig == "HOLD":
-            from workbench.analysis import Analyst
+            from workbench.analysis.analyst import Analyst
 
             p = Analyst(self.cfg.verifier).decide(f, alternative_signal(f, self.cfg))
             alt = self._replay({"signal": p.signal, "confidence": p.confidence, "size": p.size, "stop": p.stop,

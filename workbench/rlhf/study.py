@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from workbench.rlconfig import RLConfig
+from workbench.analysis.rlconfig import RLConfig
 
 SFT_FOLDER = "llm"
 SFT_ADAPTER = "sft_adapter"
@@ -160,7 +160,7 @@ def crafted_analyses(f: Any, cfg: RLConfig, seed: int = 0) -> dict[str, str]:
     rewards pay for, a terse but true one, a signal against its own steps, and a position above the risk limit."""
     import re
 
-    from workbench.analysis import Analyst
+    from workbench.analysis.analyst import Analyst
 
     a = Analyst(cfg.verifier, seed=seed)
     clean = a.write(f).text

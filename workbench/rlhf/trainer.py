@@ -39,8 +39,10 @@ import numpy as np
 import pandas as pd
 
 import workbench  # noqa: F401
-from workbench.analysis import STEPS, Facts, StepVerifier, prompt_from_facts, split_steps
-from workbench.rlconfig import DEFAULT_CONFIG, RLConfig, load_config
+from workbench.analysis.analyst import prompt_from_facts
+from workbench.analysis.facts import Facts
+from workbench.analysis.rlconfig import DEFAULT_CONFIG, STEPS, RLConfig, load_config
+from workbench.analysis.verifier import StepVerifier, split_steps
 from workbench.rlhf.study import RLHF_FOLDER, MissingInput, find_sft
 
 #: Order in which trained policies are looked for.

@@ -1,4 +1,4 @@
-"""Figures and the slider UI for :mod:`workbench.labeling`.
+"""Figures and the slider UI for :mod:`workbench.labels`.
 
 Pure functions: tables and parameters in, a matplotlib figure out (save with ``workbench.plots.save``).
 :func:`barrier_sliders` wraps :func:`barrier_figure` in ipywidgets sliders; building it needs no live
@@ -13,7 +13,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from workbench.labeling import ExitFit, ReturnKind, VerticalLabel, ou_optimum, triple_barrier
+from workbench.labels.barriers import ReturnKind, VerticalLabel, triple_barrier
+from workbench.labels.exits import ExitFit
+from workbench.labels.ou import ou_optimum
 from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR
 
 BARRIER_COLORS = {"upper": BUY_COLOR, "lower": SELL_COLOR, "vertical": "#fdae61"}
@@ -46,7 +48,7 @@ def barrier_figure(close: pd.Series, events: Any, pt: float, sl: float, vertical
     side-adjusted return at the touch over all events (the P&L of entering every event and exiting at its
     first barrier, in return units).
 
-    Parameters are those of :func:`workbench.labeling.triple_barrier` (``pt``, ``sl`` are the multiples).
+    Parameters are those of :func:`workbench.labels.triple_barrier` (``pt``, ``sl`` are the multiples).
     """
     lab = triple_barrier(close, events, (pt, sl), target, vertical=vertical, side=side, min_ret=min_ret,
                          returns=returns, vertical_label=vertical_label)
@@ -146,7 +148,7 @@ def barrier_sliders(close: pd.Series, events: Any, target: Any, *, pt: float = 1
 def ou_heatmap(grid: pd.DataFrame, title: str | None = None, ax: plt.Axes | None = None) -> plt.Figure:
     """Heat-map of the Sharpe ratio of each (profit-taking, stop-loss) rule (AFML figures 13.1-13.25).
 
-    ``grid`` is :func:`workbench.labeling.ou_barrier_grid` (index pt, columns sl); the best cell is
+    ``grid`` is :func:`workbench.labels.ou_barrier_grid` (index pt, columns sl); the best cell is
     marked with a star.
     """
     fig = ax.figure if ax is not None else plt.figure(figsize=(6.2, 5))
@@ -182,7 +184,7 @@ def exit_fit_figure(fit: ExitFit, truth: tuple[float, float] | None = None, pnl:
                     ) -> plt.Figure:
     """The exit-barrier fit: log-likelihood over (pt, sl) at the best holding time with the confidence
     region and the bootstrap argmaxes, the share of exits explained, and optionally the trader's realised
-    P&L against the fitted rule's on the same entries (``pnl`` from :func:`workbench.labeling.barrier_pnl`).
+    P&L against the fitted rule's on the same entries (``pnl`` from :func:`workbench.labels.barrier_pnl`).
     """
     n = 3 if pnl is not None else 2
     fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.8))

@@ -57,7 +57,7 @@ import pandas as pd
 from scipy.special import expit, ndtr
 
 from workbench import atomic
-from workbench.ledger import DOWN, UP, MarketPosition
+from workbench.data.ledger import DOWN, UP, MarketPosition
 
 #: The five action classes, in the design's order. Index = class id used across the project.
 ACTIONS: tuple[str, ...] = ("STRONG_BUY", "BUY", "HOLD", "SELL", "STRONG_SELL")

@@ -1,37 +1,45 @@
-"""Source of notebooks/07_rlhf_process.ipynb (run: python tools/notebooks/nb07.py)."""
-from pathlib import Path
-import sys
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nbtools import build
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-cells = [
-("md", r"""
-# 07 · RLHF with process supervision: does rewarding each step beat rewarding the outcome?
+# %% [markdown]
+# # 07 · RLHF with process supervision: does rewarding each step beat rewarding the outcome?
+#
+# **What this notebook answers.** The crypto-trading RLHF guide behind this project borrows OpenAI's finding for
+# mathematics — rewarding each reasoning step beats rewarding only the final answer ("Let's Verify Step by Step",
+# Lightman et al. 2023; Cobbe et al. 2021 for outcome-supervised verifiers) — and applies it to trading. Here we
+# test that claim on the four-step trading analyses of notebooks 05 and 06, and report what we find, whichever
+# way it goes.
+#
+# **Two experiments**, both on held-out **test-period** prompts:
+#
+# 1. *Reinforcement learning.* Notebook 06's SFT model is fine-tuned with GRPO (Shao et al. 2024, DeepSeekMath:
+#    a group of sampled analyses per prompt, each rewarded, advantages standardised within the group, a KL pull
+#    towards the SFT model) three times — same start, seed, prompts and number of steps — with an
+#    **outcome-only** reward (the market result of following the analysis' signal, replayed on the recorded
+#    quotes), a **process-only** reward (every step scored: +0.5 if all its claims are true, −0.2 otherwise,
+#    weighted per step, plus the guarded keyword rewards) and the guide's **combined** reward.
+# 2. *Best-of-n.* The SFT model samples several analyses per prompt; the outcome reward model of notebook 05,
+#    its process reward model, or the step verifier (an oracle) keeps one — Lightman et al.'s own comparison.
+#
+# For each: the share of true steps, self-consistent signals, calibration of the stated confidence (ECE, Brier)
+# and the market result of following the signals (mean return per share, win rate), with bootstrap 95 %
+# intervals, and paired comparisons on the same prompts. RL prompts come from the train and validation periods
+# only, ordered by a curriculum (clear, calm markets first; then mixed; then conflicting, near-threshold,
+# volatile ones). The sizes come from `rlhf_config.yaml` and its `cpu` / `gpu` block.
 
-**What this notebook answers.** The crypto-trading RLHF guide behind this project borrows OpenAI's finding for
-mathematics — rewarding each reasoning step beats rewarding only the final answer ("Let's Verify Step by Step",
-Lightman et al. 2023; Cobbe et al. 2021 for outcome-supervised verifiers) — and applies it to trading. Here we
-test that claim on the four-step trading analyses of notebooks 05 and 06, and report what we find, whichever
-way it goes.
-
-**Two experiments**, both on held-out **test-period** prompts:
-
-1. *Reinforcement learning.* Notebook 06's SFT model is fine-tuned with GRPO (Shao et al. 2024, DeepSeekMath:
-   a group of sampled analyses per prompt, each rewarded, advantages standardised within the group, a KL pull
-   towards the SFT model) three times — same start, seed, prompts and number of steps — with an
-   **outcome-only** reward (the market result of following the analysis' signal, replayed on the recorded
-   quotes), a **process-only** reward (every step scored: +0.5 if all its claims are true, −0.2 otherwise,
-   weighted per step, plus the guarded keyword rewards) and the guide's **combined** reward.
-2. *Best-of-n.* The SFT model samples several analyses per prompt; the outcome reward model of notebook 05,
-   its process reward model, or the step verifier (an oracle) keeps one — Lightman et al.'s own comparison.
-
-For each: the share of true steps, self-consistent signals, calibration of the stated confidence (ECE, Brier)
-and the market result of following the signals (mean return per share, win rate), with bootstrap 95 %
-intervals, and paired comparisons on the same prompts. RL prompts come from the train and validation periods
-only, ordered by a curriculum (clear, calm markets first; then mixed; then conflicting, near-threshold,
-volatile ones). The sizes come from `rlhf_config.yaml` and its `cpu` / `gpu` block.
-"""),
-("params", r"""
+# %% tags=["parameters"]
 CONFIG = "rlhf_config.yaml"  # RLHF configuration (relative paths: the project root)
 PROFILE = None  # its override block, "cpu" or "gpu" (None: by the device)
 SFT_DIR = None  # folder with notebook 06's sft_adapter and base (None: models/llm of the work directory)
@@ -51,12 +59,13 @@ MAX_NEW_TOKENS = 256  # longest analysis written at evaluation, in tokens
 HOLD_MINUTES = 10  # longest hold when following a signal (positions also close at stop, target or expiry)
 N_BOOT = 1000  # bootstrap replicates of the intervals
 SEED = 7  # seed of prompt sampling, initialisation, rollouts and decoding
-"""),
-("code", r"""
+
+# %%
 import pandas as pd
 from IPython.display import display
 
-from workbench import config, llm, plots, rlconfig, rlhf
+from workbench import config, llm, plots, rlhf
+from workbench.analysis import rlconfig
 
 P = config.paths().ensure()
 OUT = P.processed / "07_rlhf"
@@ -67,47 +76,47 @@ inputs = rlhf.load_inputs(P.processed, P.models, cfg, SFT_DIR)
 hold_ms = HOLD_MINUTES * 60_000
 outcome = rlhf.ReplayOutcome(inputs.source, cfg, hold_ms)
 display(inputs.describe().to_frame())
-"""),
-("md", r"""
-## 1. The reward functions, and the guard against reward hacking
 
-Each row is one analysis of the same decision point, differing in one way; the columns are the components
-(`rlhf_config.yaml`'s values) and the total under each scheme. The guide pays for mentioning RSI, MACD,
-Bollinger bands and support/resistance. Paid naively, padding a *false* analysis with those words would
-outscore a terse true one; the guard pays a mention only inside a step whose claims are all true.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 1. The reward functions, and the guard against reward hacking
+#
+# Each row is one analysis of the same decision point, differing in one way; the columns are the components
+# (`rlhf_config.yaml`'s values) and the total under each scheme. The guide pays for mentioning RSI, MACD,
+# Bollinger bands and support/resistance. Paid naively, padding a *false* analysis with those words would
+# outscore a terse true one; the guard pays a mention only inside a step whose claims are all true.
+
+# %%
 point = inputs.points[inputs.points["period"] == "train"].iloc[0]
 crafted = rlhf.crafted_analyses(llm.facts_of(point["facts"]), cfg, SEED)
 debug = rlhf.debug_rewards(list(crafted.values()), [llm.facts_of(point["facts"])] * len(crafted), cfg, outcome,
                            [{"time": int(point["time"])}] * len(crafted), names=list(crafted))
 display(debug.round(3))
-"""),
-("md", r"""
-## 2. Curriculum: clear, calm markets first
 
-Difficulty from the facts alone (no outcome): a small mispricing (ambiguity), high volatility, conflicting
-votes (mispricing, MACD, RSI), labels sitting on a threshold (a copying error flips them) and little time
-left. The pool is the train and validation periods, minus decision points whose outcome window reaches the
-test period; `RL_PROMPTS` are drawn evenly from the three stages and read in order.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 2. Curriculum: clear, calm markets first
+#
+# Difficulty from the facts alone (no outcome): a small mispricing (ambiguity), high volatility, conflicting
+# votes (mispricing, MACD, RSI), labels sitting on a threshold (a copying error flips them) and little time
+# left. The pool is the train and validation periods, minus decision points whose outcome window reaches the
+# test period; `RL_PROMPTS` are drawn evenly from the three stages and read in order.
+
+# %%
 pool = rlhf.rl_pool(inputs.points, hold_ms)
 prompts = rlhf.build_curriculum(pool, cfg, RL_PROMPTS, SEED, CURRICULUM)
 print(f"{len(pool):,} train/val decision points in the pool; {len(prompts)} RL prompts")
 display(rlhf.stage_summary(prompts).round(3))
 plots.save(rlhf.curriculum_figure(prompts), "07_curriculum");
-"""),
-("md", r"""
-## 3. GRPO with each reward scheme
 
-The SFT adapter is merged into the base and a new LoRA adapter is trained with trl's `GRPOTrainer`; the KL
-reference is the SFT model itself (the adapter disabled). Every scheme starts from the same weights and reads
-the same prompts in the same order with the same seed. The outcome reward replays each rollout's signal on
-the recorded quotes (entry at the ask or bid of the facts, exit at its stop, its target, the expiry or after
-`HOLD_MINUTES`); those windows end before the test period begins.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 3. GRPO with each reward scheme
+#
+# The SFT adapter is merged into the base and a new LoRA adapter is trained with trl's `GRPOTrainer`; the KL
+# reference is the SFT model itself (the adapter disabled). Every scheme starts from the same weights and reads
+# the same prompts in the same order with the same seed. The outcome reward replays each rollout's signal on
+# the recorded quotes (entry at the ask or bid of the facts, exit at its stop, its target, the expiry or after
+# `HOLD_MINUTES`); those windows end before the test period begins.
+
+# %%
 settings = rlhf.rl_settings(cfg, learning_rate=RL_LEARNING_RATE, num_generations=NUM_GENERATIONS,
                             max_completion_length=MAX_COMPLETION_LENGTH, beta=KL_BETA, temperature=RL_TEMPERATURE,
                             seed=SEED)
@@ -117,78 +126,78 @@ results = rlhf.train_schemes(inputs, prompts, rewards, settings, MODELS)
 display(rlhf.training_summary(results).round(3))
 plots.save(rlhf.training_figure({k: r.history for k, r in results.items()}, {k: r.records for k, r in results.items()}),
            "07_training");
-"""),
-("md", r"""
-## 4. Held-out evaluation of the policies
 
-One analysis per test-period prompt from the SFT model and each policy (seeded sampling); the analyst's own
-analyses as a reference. Calibration: does a stated confidence of 0.8 win 80 % of the time (trades with a
-known outcome)? Market result: following each BUY / SELL on the recorded quotes, per share. Below the table,
-paired differences on the same prompts (process-only minus outcome-only).
-"""),
-("code", r"""
+# %% [markdown]
+# ## 4. Held-out evaluation of the policies
+#
+# One analysis per test-period prompt from the SFT model and each policy (seeded sampling); the analyst's own
+# analyses as a reference. Calibration: does a stated confidence of 0.8 win 80 % of the time (trades with a
+# known outcome)? Market result: following each BUY / SELL on the recorded quotes, per share. Below the table,
+# paired differences on the same prompts (process-only minus outcome-only).
+
+# %%
 examples = rlhf.test_examples(inputs.points, N_EVAL_PROMPTS)
 generation = llm.GenerationSettings(temperature=TEMPERATURE, max_new_tokens=MAX_NEW_TOKENS, seed=SEED)
 rl_scored = rlhf.evaluate_policies(rlhf.policy_loaders(inputs, results), examples, generation, inputs.source, hold_ms, cfg)
 rl_summary = rlhf.summary_table(rl_scored, N_BOOT, SEED)
 display(rlhf.display_table(rl_summary))
 display(rlhf.comparisons_table(rlhf.compare(rl_scored, "process-only", "outcome-only", n_boot=N_BOOT, seed=SEED)).round(4))
-"""),
-("md", r"""
-## 5. Best-of-n: outcome versus process reward model
 
-`BEST_OF_N` analyses per test prompt from the SFT model; each scorer keeps one. The process reward model
-scores an analysis by the product of its steps' probabilities (Lightman et al.); the verifier's weighted
-process reward is the oracle a perfect process model would reach.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 5. Best-of-n: outcome versus process reward model
+#
+# `BEST_OF_N` analyses per test prompt from the SFT model; each scorer keeps one. The process reward model
+# scores an analysis by the product of its steps' probabilities (Lightman et al.); the verifier's weighted
+# process reward is the oracle a perfect process model would reach.
+
+# %%
 bon_scored, candidates = rlhf.best_of_n_study(inputs, examples, BEST_OF_N, generation, hold_ms)
 bon_summary = rlhf.summary_table(bon_scored, N_BOOT, SEED)
 display(rlhf.display_table(bon_summary))
-"""),
-("md", r"""
-## 6. Diagnostics: rewards per step type, the worst steps, and rewards against outcomes
 
-The guide's `analyze_steps` and `debug_rewards`: which step types are true how often, how the process reward
-model scores true and false steps of each type, the lowest-scored steps with the claims that failed, and how
-each reward correlates with what following the signal actually earned (Spearman, bootstrap interval).
-"""),
-("code", r"""
+# %% [markdown]
+# ## 6. Diagnostics: rewards per step type, the worst steps, and rewards against outcomes
+#
+# The guide's `analyze_steps` and `debug_rewards`: which step types are true how often, how the process reward
+# model scores true and false steps of each type, the lowest-scored steps with the claims that failed, and how
+# each reward correlates with what following the signal actually earned (Spearman, bootstrap interval).
+
+# %%
 steps = rlhf.step_table(list(rl_scored["text"]), rlhf.scored_facts(rl_scored, examples), cfg, inputs.reward_models.prm,
                         list(rl_scored["model"]), list(rl_scored["prompt_id"]))
 display(rlhf.analyze_steps(steps, ("model", "step")).round(3))
 display(rlhf.worst_steps(steps[steps["model"] != "reference (analyst)"], 8))
 plots.save(rlhf.step_figure(steps), "07_steps");
-"""),
-("code", r"""
+
+# %%
 candidates = rlhf.attach_returns(candidates, examples, inputs.source, cfg, hold_ms)
 scorer_cols = [c for c in candidates.columns if c not in ("prompt_id", "sample", "text", "ret0")]
 display(rlhf.reward_outcome_correlation(candidates, scorer_cols, "ret0", N_BOOT, SEED).round(3))
 plots.save(rlhf.correlation_figure(candidates, scorer_cols, "ret0"), "07_reward_vs_return");
-"""),
-("md", r"""
-## 7. The guide's entry point
 
-`RLHFTradingTrainer(config_path).generate_trading_analysis(market)` with the guide's example market. The
-generic dict lacks most of the prompt's facts (an Up/Down market's quotes, the move since the open...); the
-decision lists every assumption made. It loads the `combined` policy trained above.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 7. The guide's entry point
+#
+# `RLHFTradingTrainer(config_path).generate_trading_analysis(market)` with the guide's example market. The
+# generic dict lacks most of the prompt's facts (an Up/Down market's quotes, the move since the open...); the
+# decision lists every assumption made. It loads the `combined` policy trained above.
+
+# %%
 trainer = rlhf.RLHFTradingTrainer(CONFIG, models_dir=P.models, profile=PROFILE)
 market = {"symbol": "BTC", "close": 43250.0, "change_24h": 2.5, "rsi": 62.5, "macd": 0.15, "bb_position": 0.7}
 decision = trainer.generate_trading_analysis(market)
 print(decision["model"], decision["final_signal"], decision["confidence"])
 print(decision["final_reasoning"])
 print("assumptions:", *decision["assumptions"], sep="\n  - ")
-"""),
-("md", r"""
-## 8. Process versus outcome: the table and the answer
 
-Each row: a reward scheme (RL) or a reranker (best-of-n); each cell: the estimate and its bootstrap 95 %
-interval on the same test-period prompts. The answer below is computed from the paired differences: a scheme
-"beats" another only when the interval of the per-prompt difference excludes zero.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 8. Process versus outcome: the table and the answer
+#
+# Each row: a reward scheme (RL) or a reranker (best-of-n); each cell: the estimate and its bootstrap 95 %
+# interval on the same test-period prompts. The answer below is computed from the paired differences: a scheme
+# "beats" another only when the interval of the per-prompt difference excludes zero.
+
+# %%
 final = rlhf.final_table(rl_summary, bon_summary)
 plots.save(rlhf.comparison_figure(pd.concat([rl_summary, bon_summary])), "07_comparison")
 rlhf.save_outputs(OUT, {"settings": settings.to_dict(), "schemes": SCHEMES, "process_reward": PROCESS_REWARD,
@@ -199,6 +208,3 @@ rlhf.save_outputs(OUT, {"settings": settings.to_dict(), "schemes": SCHEMES, "pro
                   training=rlhf.training_summary(results))
 display(final)
 print(rlhf.conclusion(rl_scored, bon_scored, n_boot=N_BOOT, seed=SEED))
-"""),
-]
-build(cells, Path(__file__).resolve().parents[2] / "notebooks" / "07_rlhf_process.ipynb")

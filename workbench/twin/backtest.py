@@ -20,8 +20,8 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-from workbench.ledger import DOWN, UP, MarketPosition
-from workbench.sequences import STATE_FEATURES, Normalizer
+from workbench.data.ledger import DOWN, UP, MarketPosition
+from workbench.twin.steps import STATE_FEATURES, Normalizer
 
 _DIRECTION = np.array([1, 1, 0, -1, -1])  # per class id in ACTIONS order
 AGENT_FEATURES = ("unrealized_pnl", "pnl_pct_position", "inventory", "position_size_ratio", "time_since_entry")
@@ -157,7 +157,7 @@ def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: Quot
 
     Parameters
     ----------
-    steps : DataFrame from :func:`workbench.sequences.build_steps` (market features are used as they
+    steps : DataFrame from :func:`workbench.twin.steps.build_steps` (market features are used as they
         are; the agent features are recomputed for each agent).
     policy : Policy acting for all agents at once.
     names : agent names (e.g. ``"twin RTG=+2"``).

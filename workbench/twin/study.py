@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from workbench import sequences as S
-from workbench.simulate import ACTIONS
+from workbench.data.simulate import ACTIONS
+from workbench.twin import steps as S
 
 
 @dataclass
@@ -178,7 +178,7 @@ def rtg_sweep_distribution(inference: Any, data: TwinData, part: str, targets: l
 
 
 class TwinPolicy:
-    """The twin acting on its own in :func:`workbench.backtest.replay`: one agent per target RTG.
+    """The twin acting on its own in :func:`workbench.twin.backtest.replay`: one agent per target RTG.
 
     As in training, the replay is cut into windows of ``horizon`` steps: at each window's start the
     context is cleared and RTG reset to the agent's target; within a window RTG falls by each realised
@@ -303,7 +303,7 @@ def real_wallet_summary(positions: pd.DataFrame, bars: pd.DataFrame, wallet: str
 def loaders(data: TwinData, batch_size: int = 32, seed: int = 0) -> tuple[Any, Any]:
     """Training (shuffled, seeded) and validation loaders of the twin's windows; rewards are passed so the
     RTG head's target is exactly ``RTG_t - r_t``."""
-    from workbench import dt
+    from workbench.twin import train as dt
 
     def make(part: str, shuffle: bool) -> Any:
         w = data.windows[part]

@@ -1,35 +1,43 @@
-"""Source of notebooks/06_llm_finetuning.ipynb (run: python tools/notebooks/nb06.py)."""
-from pathlib import Path
-import sys
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nbtools import build
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-cells = [
-("md", r"""
-# 06 · A language model that writes verifiable analyses, fine-tuned with LoRA and DPO
+# %% [markdown]
+# # 06 · A language model that writes verifiable analyses, fine-tuned with LoRA and DPO
+#
+# **What this notebook answers.** Can a language model, instead of a bare "BUY (confidence 0.8)", write the
+# four-step analysis of notebook 05 — technical analysis, risk assessment, market context, and a trading signal
+# with confidence, position size, stop loss and take profit — such that **every claim can be checked** against
+# the facts at decision time (`workbench.analysis.StepVerifier`)? And does preference training on notebook 05's
+# market outcomes (DPO) improve on supervised fine-tuning (SFT)? We measure, on held-out test-period prompts,
+# for the base, SFT and DPO models side by side: perplexity of the reference analyses, the share of steps whose
+# claims are all true (step-level labels as in Lightman et al. 2023), whether each signal follows from its own
+# steps, agreement with the reference decision, calibration of the stated confidence, and the market outcome of
+# following the signals — and answer whether the fine-tuned model reaches **90 % true steps**.
+#
+# **Design.** `BASE_MODEL = "workbench-tiny"` builds an offline base: a byte-level BPE tokenizer trained on the
+# training-period corpus (digits split one by one) and a small Llama-style model pretrained on that corpus only
+# (prompts and analyses as separate documents: the base learns the language, not the task). Any local Hugging
+# Face causal LM folder (a downloaded Mistral-7B or Qwen) works with the same cells; with CUDA and bitsandbytes it
+# loads in 4-bit. SFT trains a LoRA adapter (Hu et al. 2021) with trl's `SFTTrainer`, loss on the analysis only;
+# DPO (Rafailov et al. 2023) trains a second adapter with trl's `DPOTrainer` on the training-period preference
+# pairs, with the SFT model as reference (the SFT adapter is merged; the reference is the same weights with the
+# DPO adapter disabled, so no second model sits in memory). Parameters set to `None` take the device's default:
+# the design's values on a GPU (r = 16, α = 32, dropout 0.05, learning rate 2e-4, 3 epochs, batch 4, gradient
+# accumulation 4) and smaller, faster values on a CPU.
 
-**What this notebook answers.** Can a language model, instead of a bare "BUY (confidence 0.8)", write the
-four-step analysis of notebook 05 — technical analysis, risk assessment, market context, and a trading signal
-with confidence, position size, stop loss and take profit — such that **every claim can be checked** against
-the facts at decision time (`workbench.analysis.StepVerifier`)? And does preference training on notebook 05's
-market outcomes (DPO) improve on supervised fine-tuning (SFT)? We measure, on held-out test-period prompts,
-for the base, SFT and DPO models side by side: perplexity of the reference analyses, the share of steps whose
-claims are all true (step-level labels as in Lightman et al. 2023), whether each signal follows from its own
-steps, agreement with the reference decision, calibration of the stated confidence, and the market outcome of
-following the signals — and answer whether the fine-tuned model reaches **90 % true steps**.
-
-**Design.** `BASE_MODEL = "workbench-tiny"` builds an offline base: a byte-level BPE tokenizer trained on the
-training-period corpus (digits split one by one) and a small Llama-style model pretrained on that corpus only
-(prompts and analyses as separate documents: the base learns the language, not the task). Any local Hugging
-Face causal LM folder (a downloaded Mistral-7B or Qwen) works with the same cells; with CUDA and bitsandbytes it
-loads in 4-bit. SFT trains a LoRA adapter (Hu et al. 2021) with trl's `SFTTrainer`, loss on the analysis only;
-DPO (Rafailov et al. 2023) trains a second adapter with trl's `DPOTrainer` on the training-period preference
-pairs, with the SFT model as reference (the SFT adapter is merged; the reference is the same weights with the
-DPO adapter disabled, so no second model sits in memory). Parameters set to `None` take the device's default:
-the design's values on a GPU (r = 16, α = 32, dropout 0.05, learning rate 2e-4, 3 epochs, batch 4, gradient
-accumulation 4) and smaller, faster values on a CPU.
-"""),
-("params", r"""
+# %% tags=["parameters"]
 BASE_MODEL = "workbench-tiny"  # "workbench-tiny" (built here, offline) or a local Hugging Face model folder
 LOAD_IN_4BIT = True  # load a local base in 4-bit when CUDA and bitsandbytes are present (ignored on CPU)
 TINY_HIDDEN = 256  # tiny base: hidden size
@@ -64,9 +72,8 @@ MAX_HOLD_MINUTES = 10  # longest hold when following a signal (positions also cl
 COMMENTARY_WINDOW = 60  # minutes summarised by the market commentary
 CHAT_RESPONDER = "facts"  # "facts": answers built from the facts; "model": the language model answers
 SEED = 7  # seed of the tokenizer corpus order, initialisation, training and decoding
-"""),
-("code", r"""
-import numpy as np
+
+# %%
 import pandas as pd
 from IPython.display import display
 
@@ -83,32 +90,32 @@ pd.set_option("display.max_columns", 40, "display.width", 220, "display.max_colw
 inputs = llm.load_inputs(P.processed, SPLIT_RATIO)
 display(inputs.counts())
 print(llm.device_report(LOAD_IN_4BIT).note)
-"""),
-("md", r"""
-## 1. The dataset: prompts carry the numbers, completions are the analyses
 
-Each decision point of notebook 05 gives one example: the prompt holds the facts known at decision time, the
-completion is the analyst's clean four-step analysis. The `train` and `val` periods are split 90/10 in time
-for SFT; the `test` period is kept for the final evaluation. The checks: the balance of BUY / SELL / HOLD,
-that every completion mentions each indicator its prompt carries, that no prompt is repeated across the
-split, and that the split is chronological.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 1. The dataset: prompts carry the numbers, completions are the analyses
+#
+# Each decision point of notebook 05 gives one example: the prompt holds the facts known at decision time, the
+# completion is the analyst's clean four-step analysis. The `train` and `val` periods are split 90/10 in time
+# for SFT; the `test` period is kept for the final evaluation. The checks: the balance of BUY / SELL / HOLD,
+# that every completion mentions each indicator its prompt carries, that no prompt is repeated across the
+# split, and that the split is chronological.
+
+# %%
 ds = inputs.sft
 display(ds.sizes().to_frame().T)
 display(llm.action_balance(ds).round(3))
 display(llm.quality_checks(ds))
 print("PROMPT:", ds.train["prompt"].iloc[0])
 print("COMPLETION:", ds.train["completion"].iloc[0], sep="\n")
-"""),
-("md", r"""
-## 2. The base model
 
-With `BASE_MODEL = "workbench-tiny"`: tokenizer and model are trained on the SFT train split only (nothing
-from the SFT-eval split or the test period), saved with `save_pretrained`, reloaded, and the reloaded model's
-logits compared with the trained one's. A folder built from the same corpus and settings is reused.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 2. The base model
+#
+# With `BASE_MODEL = "workbench-tiny"`: tokenizer and model are trained on the SFT train split only (nothing
+# from the SFT-eval split or the test period), saved with `save_pretrained`, reloaded, and the reloaded model's
+# logits compared with the trained one's. A folder built from the same corpus and settings is reused.
+
+# %%
 tiny = llm.TinyConfig(vocab_size=TINY_VOCAB, hidden_size=TINY_HIDDEN, num_layers=TINY_LAYERS, num_heads=TINY_HEADS,
                       intermediate_size=TINY_MLP, context=TINY_CONTEXT)
 pre_settings = llm.settings_for("pretrain", epochs=PRETRAIN_EPOCHS, max_steps=PRETRAIN_MAX_STEPS, seed=SEED)
@@ -116,49 +123,49 @@ base = llm.get_base(BASE_MODEL, ds, MODELS, tiny, pre_settings, paired=PRETRAIN_
 display(base.describe().to_frame())
 if base.pretraining is not None and len(base.pretraining.history):
     plots.save(llm.training_curves(base.pretraining.history, "Tiny base: causal-LM pretraining"), "06_pretrain_curves");
-"""),
-("md", r"""
-## 3. Supervised fine-tuning with LoRA
 
-trl's `SFTTrainer` on conversational prompt/completion examples (system prompt, user prompt, assistant
-analysis), loss on the analysis tokens only; only the LoRA matrices train. Logged: training and validation
-loss, perplexity, learning rate, tokens per second and peak memory.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 3. Supervised fine-tuning with LoRA
+#
+# trl's `SFTTrainer` on conversational prompt/completion examples (system prompt, user prompt, assistant
+# analysis), loss on the analysis tokens only; only the LoRA matrices train. Logged: training and validation
+# loss, perplexity, learning rate, tokens per second and peak memory.
+
+# %%
 lora = llm.LoRASettings(r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT)
 sft_settings = llm.settings_for("sft", learning_rate=SFT_LEARNING_RATE, epochs=SFT_EPOCHS, batch_size=SFT_BATCH_SIZE,
                                 grad_accum=SFT_GRAD_ACCUM, max_steps=SFT_MAX_STEPS, seed=SEED)
 sft = llm.train_sft(base, ds.train, ds.eval, MODELS / "sft_adapter", lora, sft_settings)
 display(pd.Series(sft.summary()).to_frame("SFT"))
 plots.save(llm.training_curves(sft.history, "SFT with LoRA"), "06_sft_curves");
-"""),
-("md", r"""
-## 4. DPO on notebook 05's preference pairs
 
-Pairs of the `train` period only (the `val` period's pairs validate); in each, the *chosen* analysis led to the
-better market outcome at the same decision point. The loss is −log σ(β · [(log π − log π_ref)(chosen) − (log π
-− log π_ref)(rejected)]); the reference π_ref is the SFT model. Logged: the same metrics plus the rewards
-(β · log-ratio), their margin and the share of pairs ranked correctly.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 4. DPO on notebook 05's preference pairs
+#
+# Pairs of the `train` period only (the `val` period's pairs validate); in each, the *chosen* analysis led to the
+# better market outcome at the same decision point. The loss is −log σ(β · [(log π − log π_ref)(chosen) − (log π
+# − log π_ref)(rejected)]); the reference π_ref is the SFT model. Logged: the same metrics plus the rewards
+# (β · log-ratio), their margin and the share of pairs ranked correctly.
+
+# %%
 dpo_settings = llm.settings_for("dpo", learning_rate=DPO_LEARNING_RATE, epochs=DPO_EPOCHS, batch_size=DPO_BATCH_SIZE,
                                 max_steps=DPO_MAX_STEPS, beta=DPO_BETA, seed=SEED)
 dpo = llm.train_dpo(base.path, sft.output_dir, inputs.dpo_train(), inputs.dpo_eval(), MODELS / "dpo_adapter", lora,
                     dpo_settings, load_in_4bit=LOAD_IN_4BIT)
 display(pd.Series(dpo.summary()).to_frame("DPO"))
 plots.save(llm.training_curves(dpo.history, "DPO against the SFT model"), "06_dpo_curves");
-"""),
-("md", r"""
-## 5. Held-out evaluation: base vs SFT vs DPO
 
-`N_EVAL_PROMPTS` test-period prompts; each model writes one analysis per prompt (seeded). The reference row
-scores the analyst's own analyses the same way (the verifier's and the market's view of the target). The
-market outcome follows each stated BUY / SELL from the facts' ask / bid with the stated stop and take profit,
-on notebook 01's recorded quotes (closed at stop, target, expiry or after `MAX_HOLD_MINUTES`); returns are per
-share in Up-price units; calibration (ECE, Brier) asks whether the stated confidence matches how often
-following the signal made money.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 5. Held-out evaluation: base vs SFT vs DPO
+#
+# `N_EVAL_PROMPTS` test-period prompts; each model writes one analysis per prompt (seeded). The reference row
+# scores the analyst's own analyses the same way (the verifier's and the market's view of the target). The
+# market outcome follows each stated BUY / SELL from the facts' ask / bid with the stated stop and take profit,
+# on notebook 01's recorded quotes (closed at stop, target, expiry or after `MAX_HOLD_MINUTES`); returns are per
+# share in Up-price units; calibration (ECE, Brier) asks whether the stated confidence matches how often
+# following the signal made money.
+
+# %%
 source, source_note = llm.price_source(P.processed)
 print(source_note)
 examples = ds.test.iloc[:N_EVAL_PROMPTS]
@@ -168,13 +175,13 @@ specs = llm.model_specs(base.path, sft.output_dir, dpo.output_dir, llm.dpo_adapt
 summary, scored = llm.evaluate_models(specs, examples, generation, source, MAX_HOLD_MINUTES * 60_000)
 display(summary.round(3).T)
 plots.save(llm.evaluation_figure(summary), "06_evaluation");
-"""),
-("md", r"""
-## 6. Does the fine-tuned model reach 90 % true steps?
 
-The answer with the measured figure, and the claims that fail most often — what limits it.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 6. Does the fine-tuned model reach 90 % true steps?
+#
+# The answer with the measured figure, and the claims that fail most often — what limits it.
+
+# %%
 claims = llm.claim_table(scored, examples, "DPO")
 kinds = llm.claims_by_kind(claims)
 failures = llm.claim_failures(scored, examples, "DPO")
@@ -182,32 +189,32 @@ display(kinds.round(3))
 display(failures.round(3).to_frame("share of DPO analyses where the claim is false"))
 print(llm.true_steps_answer(summary, kinds, failures, 0.9, "DPO", n_parameters=int(base.describe()["parameters"]),
                             sft_steps=sft.steps))
-"""),
-("md", r"""
-**Reading it.** The verifier is strict: a step is true only when *every* claim in it is, so one wrong digit in
-a copied number fails the step. Copying a number from the prompt needs the model to find it by its context
-and reproduce it digit by digit; a computed claim (the Up mid, the mispricing in cents, the risk arithmetic
-and the position size from the risk budget) needs arithmetic that a few-million-parameter model trained for
-minutes has not learned. A larger base (the same cells with `BASE_MODEL` pointing at a downloaded 7B model on a
-GPU) and more SFT steps are the levers; DPO on outcome preferences moves which signal is written more than how
-accurately the numbers are copied.
 
-One DPO analysis and its claim-level verification:
-"""),
-("code", r"""
+# %% [markdown]
+# **Reading it.** The verifier is strict: a step is true only when *every* claim in it is, so one wrong digit in
+# a copied number fails the step. Copying a number from the prompt needs the model to find it by its context
+# and reproduce it digit by digit; a computed claim (the Up mid, the mispricing in cents, the risk arithmetic
+# and the position size from the risk budget) needs arithmetic that a few-million-parameter model trained for
+# minutes has not learned. A larger base (the same cells with `BASE_MODEL` pointing at a downloaded 7B model on a
+# GPU) and more SFT steps are the levers; DPO on outcome preferences moves which signal is written more than how
+# accurately the numbers are copied.
+#
+# One DPO analysis and its claim-level verification:
+
+# %%
 dpo_rows = scored[scored["model"] == "DPO"].reset_index(drop=True)
 print(dpo_rows["text"].iloc[0])
 display(pd.DataFrame(StepVerifier().verify(dpo_rows["text"].iloc[0], llm.facts_of(examples["facts"].iloc[0])).to_dict()["claims"]))
-"""),
-("md", r"""
-## 7. Market commentary with checkable claims
 
-A few sentences on the last `COMMENTARY_WINDOW` minutes before the first evaluated decision (trend,
-volatility against its 24-hour median, the largest one-minute move), from notebook 02's one-minute closes. The
-fine-tuned model is asked first; its text is kept only if every claim verifies, otherwise the template writes
-it — and the verifier checks whichever is shown, claim by claim.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 7. Market commentary with checkable claims
+#
+# A few sentences on the last `COMMENTARY_WINDOW` minutes before the first evaluated decision (trend,
+# volatility against its 24-hour median, the largest one-minute move), from notebook 02's one-minute closes. The
+# fine-tuned model is asked first; its text is kept only if every claim verifies, otherwise the template writes
+# it — and the verifier checks whichever is shown, claim by claim.
+
+# %%
 bars = llm.market_data(P.processed)
 at = pd.Timestamp(int(examples["time"].iloc[0]), unit="ms", tz="UTC")
 dpo_model, dpo_tok = llm.load_policy(base.path, llm.dpo_adapter_chain(dpo.output_dir))
@@ -215,17 +222,17 @@ commentary = llm.commentary_or_none(bars, at, COMMENTARY_WINDOW, dpo_model, dpo_
 print(llm.describe_commentary(commentary))
 if commentary is not None:
     display(commentary.verification.table())
-"""),
-("md", r"""
-## 8. Chat about the market and a decision
 
-The session keeps the system prompt and the facts, drops the oldest turns when the conversation outgrows the
-context window, cleans every input (length limit, special tokens and control characters removed) and treats
-anything that is not the system prompt — the user's text, the decision's analysis — as quoted data: an
-instruction inside it is reported, not followed. The widget below works in JupyterLab; a headless run calls
-`session.ask` directly.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 8. Chat about the market and a decision
+#
+# The session keeps the system prompt and the facts, drops the oldest turns when the conversation outgrows the
+# context window, cleans every input (length limit, special tokens and control characters removed) and treats
+# anything that is not the system prompt — the user's text, the decision's analysis — as quoted data: an
+# instruction inside it is reported, not followed. The widget below works in JupyterLab; a headless run calls
+# `session.ask` directly.
+
+# %%
 decision = dpo_rows["text"].iloc[0]
 session = llm.ChatSession(llm.facts_of(examples["facts"].iloc[0]), decision=decision,
                           commentary=None if commentary is None else commentary.text, model=dpo_model, tokenizer=dpo_tok,
@@ -236,20 +243,17 @@ for question in ["Why this signal, and how many of its steps are true?", "What i
     reply = session.ask(question)
     print(f"Q: {question}\nA: {reply.text}\n   flags: {reply.flags}; context {reply.context_tokens} tokens\n")
 llm.chat_widget(session)
-"""),
-("md", r"""
-## 9. Saved outputs
 
-Models and adapters under `models/llm/` (`workbench-tiny/`, `sft_adapter/`, `dpo_adapter/`, each with its
-training history); tables under `data/processed/06_llm/`.
-"""),
-("code", r"""
+# %% [markdown]
+# ## 9. Saved outputs
+#
+# Models and adapters under `models/llm/` (`workbench-tiny/`, `sft_adapter/`, `dpo_adapter/`, each with its
+# training history); tables under `data/processed/06_llm/`.
+
+# %%
 pipeline.save_tables(OUT, evaluation_summary=summary, evaluation_analyses=scored, sft_history=sft.history,
                      dpo_history=dpo.history, quality_checks=llm.quality_checks(ds))
 pipeline.save_json({"base_model": BASE_MODEL, "base": base.describe().to_dict(), "sft": sft.summary(), "dpo": dpo.summary(),
                     "generation": generation.to_dict(), "n_eval_prompts": len(examples), "price_source": source_note,
                     "true_step_share": summary["true_step_share"].to_dict()}, OUT / "run.json")
 print(sorted(p.name for p in OUT.iterdir()), sorted(p.name for p in MODELS.iterdir()))
-"""),
-]
-build(cells, Path(__file__).resolve().parents[2] / "notebooks" / "06_llm_finetuning.ipynb")

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from workbench.simulate import ACTIONS, MARKET_SECONDS
+from workbench.data.simulate import ACTIONS, MARKET_SECONDS
 
 #: The 17 features of the state, in model input order.
 STATE_FEATURES: tuple[str, ...] = (

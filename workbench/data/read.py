@@ -1,0 +1,456 @@
+"""Reading wallet files: seed-format JSON and Data-API activity CSV (any Unicode encoding), per-file results
+with quarantine rows, exact duplicates and fills given in both formats, the time-sorted events table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from workbench.data.ledger import DOWN, UP
+from workbench.data.schema import (_ANY_SLUG_RE, _MAX_ABS, _MAX_SLUG, _MIN_MS, _NUM_FIELDS, _TYPE_ORDER,
+                                   _WINDOW_SLACK_AFTER_MS, _WINDOW_SLACK_BEFORE_MS, EVENT_COLUMNS, MAX_FILE_BYTES,
+                                   QUARANTINE_COLUMNS, IngestError, _Bad, _DupDict, _preview, _qrow, market_window)
+from workbench.data.validate import _check_usdc, _outcome, _side, _validate_json_records
+from workbench.data.walk import display_path, walk_sources
+
+
+@dataclass
+class _FileResult:
+    """One file's contribution: canonical rows (CSV), raw records (JSON), quarantine rows, stats."""
+
+    stat: dict[str, Any]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    records: list[Any] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+    def reject(self, reason: str, *, line: int | None = None, raw: Any = None) -> "_FileResult":
+        """Quarantine the whole file."""
+        self.quarantine.append(_qrow(self.stat["source_file"], "file", reason, line=line, raw=raw))
+        self.stat["status"] = "quarantined"
+        return self
+
+
+def _file_stat(source: str, wallet: str, fmt: str) -> dict[str, Any]:
+    return {"source_file": source, "wallet": wallet, "format": fmt, "slug": None, "market_start": None,
+            "market_end": None, "underlying": None, "records": 0, "kept": 0, "quarantined": 0,
+            "out_of_order": 0, "outcome_defaulted": 0, "status": "ok"}
+
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a plain dict, or a :class:`_DupDict` when a key repeats."""
+    d = dict(pairs)
+    if len(d) == len(pairs):
+        return d
+    out = _DupDict(d)
+    seen: set[str] = set()
+    out.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
+    return out
+
+
+def _read_bytes(path: Path, res: "_FileResult", max_bytes: int) -> bytes | None:
+    """The file's bytes, or None after quarantining the file (unreadable, or larger than ``max_bytes``)."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            res.reject(f"file of {size:,} bytes exceeds the {max_bytes:,}-byte limit (not read)")
+            return None
+        with open(path, "rb") as f:
+            return f.read(max_bytes + 1)
+    except OSError as exc:
+        res.reject(f"cannot read the file: {exc.strerror or exc}")
+        return None
+
+
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def decode_text(raw: bytes) -> tuple[str, str]:
+    """Decode a text file: a byte-order mark selects UTF-8/16/32; BOM-less UTF-16 is recognised by its zero
+    bytes; anything else must be valid UTF-8. Returns ``(text, encoding)``; raises :class:`_Bad` naming the
+    encoding problem (never replaces bytes silently)."""
+    encoding = next((enc for bom, enc in _BOMS if raw.startswith(bom)), None)
+    if encoding is None and len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0:4:2] != b"\x00\x00":
+        encoding = "utf-16-le"
+    elif encoding is None and len(raw) >= 4 and raw[0:4:2] == b"\x00\x00" and raw[1:4:2] != b"\x00\x00":
+        encoding = "utf-16-be"
+    try:
+        return raw.decode(encoding or "utf-8"), encoding or "utf-8"
+    except UnicodeDecodeError as exc:
+        raise _Bad(f"not {encoding or 'UTF-8'} text: {exc.reason} at byte {exc.start} "
+                   f"({raw[exc.start:exc.start + 4]!r})") from None
+
+
+def read_json_file(path: Path, wallet: str, source: str, max_bytes: int = MAX_FILE_BYTES) -> _FileResult:
+    """Parse one seed-format JSON file (records are validated later, in one batch).
+
+    A file that is empty, not JSON, not an object with a ``prices`` list, or whose market window cannot
+    be read from its slug (or file name) is quarantined as a whole.
+    """
+    res = _FileResult(_file_stat(source, wallet, "json"))
+    raw = _read_bytes(path, res, max_bytes)
+    if raw is None:
+        return res
+    if not raw.strip():
+        return res.reject("empty file")
+    try:  # bytes: json detects UTF-8 (with or without BOM), UTF-16 and UTF-32 itself
+        doc = json.loads(raw, object_pairs_hook=_object_pairs)
+    except RecursionError:
+        return res.reject("JSON nested too deeply to parse (beyond the interpreter's recursion limit)",
+                          raw=raw[:300].decode("utf-8", "replace"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers of over 4,300 digits
+        return res.reject(f"malformed JSON: {exc}", line=getattr(exc, "lineno", None),
+                          raw=raw[:300].decode("utf-8", "replace"))
+    if isinstance(doc, _DupDict):
+        return res.reject(f"duplicate key(s) {doc.duplicates[:5]} in the file's top-level object: which one is "
+                          "meant is ambiguous", raw=_preview(doc))
+    if not isinstance(doc, dict) or not isinstance(doc.get("prices"), list):
+        return res.reject("expected an object with a 'prices' list", raw=_preview(doc))
+    slug = doc.get("slug")
+    if slug is None or slug == "":
+        slug = re.sub(r"_prices$", "", path.stem)
+    if not isinstance(slug, str):
+        return res.reject(f"'slug' must be a string, got {type(slug).__name__}", raw=_preview(slug))
+    start, end, underlying = market_window(slug)
+    if start is None:
+        return res.reject(f"cannot determine the market window from slug {slug!r:.80}")
+    res.stat.update(slug=slug, market_start=start, market_end=end, underlying=underlying,
+                    records=len(doc["prices"]))
+    res.records = doc["prices"]
+    return res
+
+
+_CSV_REQUIRED = ("timestamp", "type", "side", "outcome", "outcomeIndex", "size", "usdcSize", "price",
+                 "slug", "title", "proxyWallet", "transactionHash")
+
+
+def _csv_num(row: dict[str, str], key: str) -> float:
+    v = row.get(key)
+    if v is None or v == "":
+        raise _Bad(f"missing field '{key}'")
+    try:
+        x = float(v)
+    except ValueError:
+        raise _Bad(f"mistyped field '{key}': expected a number, got {v!r:.40}") from None
+    if not math.isfinite(x):
+        raise _Bad(f"non-finite '{key}': {v:.40}")
+    if abs(x) > _MAX_ABS and key != "timestamp":
+        raise _Bad(f"'{key}' = {v:.40} out of range (|x| > {_MAX_ABS:.0e})")
+    return x
+
+
+_TX_RE = re.compile(r"[0-9A-Za-z]{1,130}")  # Polymarket's are 0x + 64 hex digits; free text is refused
+_WALLET_RE = re.compile(r"0x[0-9a-fA-F]{40}")
+
+
+def _normalise_csv_row(row: dict[str, str]) -> dict[str, Any]:
+    ts = _csv_num(row, "timestamp")
+    if ts != int(ts):
+        raise _Bad(f"'timestamp' must be whole seconds, got {row['timestamp']!r}")
+    if ts >= _MIN_MS:
+        raise _Bad(f"'timestamp' = {row['timestamp']} looks like milliseconds, expected seconds")
+    kind = (row.get("type") or "").strip().upper()
+    tx = (row.get("transactionHash") or "").strip() or None
+    if tx is not None and not _TX_RE.fullmatch(tx):
+        raise _Bad(f"'transactionHash' must be letters and digits only, got {tx!r:.40}")
+    out: dict[str, Any] = {"t": int(ts) * 1000, "tx_hash": tx}
+    if kind == "TRADE":
+        price, size, usdc = _csv_num(row, "price"), _csv_num(row, "size"), _csv_num(row, "usdcSize")
+        if not 0 <= price <= 1:
+            raise _Bad(f"'price' outside [0, 1]: {price}")
+        if size <= 0:
+            raise _Bad(f"'size' must be positive, got {size}")
+        outcome_raw: Any = row.get("outcome") or None
+        if outcome_raw is None and row.get("outcomeIndex") in ("0", "1"):
+            outcome_raw = UP if row["outcomeIndex"] == "0" else DOWN
+        out.update(type="trade", side=_side(row.get("side") or None), outcome=_outcome(outcome_raw, default=None),
+                   price=price, size=size, usdc=_check_usdc(usdc, price, size))
+    elif kind in ("MERGE", "SPLIT", "REDEEM"):
+        size, usdc = _csv_num(row, "size"), _csv_num(row, "usdcSize")
+        if size < 0 or usdc < 0:
+            raise _Bad(f"negative size or usdcSize in {kind}")
+        if kind != "REDEEM" and abs(size - usdc) > 1e-6 * max(1.0, size):
+            raise _Bad(f"{kind} must exchange one share pair per dollar: size {size} != usdcSize {usdc}")
+        out.update(type=kind.lower(), size=size, usdc=usdc)
+    elif kind == "REWARD":
+        usdc = _csv_num(row, "usdcSize")
+        if usdc < 0:
+            raise _Bad(f"negative REWARD {usdc}")
+        out.update(type="reward", usdc=usdc)
+    elif not kind:
+        raise _Bad("missing field 'type'")
+    else:
+        raise _Bad(f"unknown activity type {row.get('type')!r:.40}")
+    return out
+
+
+def read_activity_csv(path: Path, wallet_hint: str, source: str, max_bytes: int = MAX_FILE_BYTES) -> _FileResult:
+    """Parse and validate one Polymarket Data-API activity CSV export (rows may come newest first).
+
+    The text may be UTF-8 (with or without a byte-order mark), UTF-16 or UTF-32 (see :func:`decode_text`). A row
+    the CSV parser cannot read (a field over ``csv.field_size_limit()``, 128 KB), a row with an invalid slug, a
+    market window that cannot be determined or a time outside it is quarantined with its line number.
+    """
+    res = _FileResult(_file_stat(source, wallet_hint, "csv"))
+    raw = _read_bytes(path, res, max_bytes)
+    if raw is None:
+        return res
+    try:
+        text, _ = decode_text(raw)
+    except _Bad as bad:
+        return res.reject(str(bad))
+    if not text.strip():
+        return res.reject("empty file")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+    except csv.Error as exc:
+        return res.reject(f"unreadable CSV header: {exc}", line=1)
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    if repeated:  # DictReader would keep the last of two equal columns silently
+        return res.reject(f"duplicate column(s) {repeated[:5]} in the header", line=1, raw=",".join(header))
+    missing = [c for c in _CSV_REQUIRED if c not in header]
+    if missing:
+        return res.reject(f"not a Data-API activity export: missing columns {missing}", line=1,
+                          raw=text.splitlines()[0])
+    prev_t: int | None = None
+    rows = iter(reader)
+    i = -1
+    while True:
+        i += 1
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the parser skips the rest of the bad line and goes on with the next
+            res.stat["records"] += 1
+            # DictReader.line_num is updated on success only: the underlying reader's counts the bad line too
+            res.quarantine.append(_qrow(source, "record", f"unreadable CSV row: {exc}", record=i,
+                                        line=reader.reader.line_num))
+            continue
+        res.stat["records"] += 1
+        try:
+            if None in row:  # more cells than header columns
+                raise _Bad(f"row has more cells than the header's {len(header)}")
+            norm = _normalise_csv_row(row)
+            slug = (row.get("slug") or "").strip()
+            if not slug:
+                raise _Bad("missing field 'slug'")
+            if len(slug) > _MAX_SLUG or not _ANY_SLUG_RE.fullmatch(slug):
+                raise _Bad(f"invalid slug {slug!r:.60}: expected lowercase words joined by '-'")
+            start, end, underlying = market_window(slug, row.get("title"), norm["t"])
+            if start is None or end is None:
+                raise _Bad(f"cannot determine the market window of {slug} (slug or title)")
+            if not start - _WINDOW_SLACK_BEFORE_MS <= norm["t"] <= end + _WINDOW_SLACK_AFTER_MS:
+                raise _Bad(f"'timestamp' = {row['timestamp']:.40} outside the market window of {slug}")
+            wallet = (row.get("proxyWallet") or "").strip()
+            if wallet and not _WALLET_RE.fullmatch(wallet):
+                raise _Bad(f"'proxyWallet' is not a 0x address: {wallet!r:.50}")
+        except _Bad as bad:
+            res.quarantine.append(_qrow(source, "record", str(bad), record=i, line=reader.line_num,
+                                        raw=",".join(f"{k}={v}" for k, v in row.items() if v and k)))
+            continue
+        # exports are newest first: a row later in the file with a *later* time is out of order
+        if prev_t is not None and norm["t"] > prev_t:
+            res.stat["out_of_order"] += 1
+        prev_t = norm["t"] if prev_t is None else min(prev_t, norm["t"])
+        norm.update(wallet=(wallet or wallet_hint).lower(), slug=slug, underlying=underlying,
+                    market_start=start, market_end=end, source_file=source, record=i)
+        res.stat.update(slug=slug, market_start=start, market_end=end, underlying=underlying)
+        res.rows.append(norm)
+    return res
+
+
+def _json_columns(results: list[_FileResult]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validate the records of every parsed JSON file in one batch; return kept columns and quarantine rows."""
+    results = [r for r in results if r.stat["status"] == "ok" and r.records]
+    counts = np.array([len(r.records) for r in results], dtype=np.int64)
+    recs: list[Any] = [rec for r in results for rec in r.records]
+    meta = {k: np.repeat(np.array([r.stat[k] for r in results], dtype=object), counts)
+            for k in ("source_file", "wallet", "slug", "underlying", "market_start", "market_end")}
+    record = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, dtype=np.int64)
+    lo = meta["market_start"].astype(np.int64) - _WINDOW_SLACK_BEFORE_MS if len(recs) else np.zeros(0, np.int64)
+    hi = meta["market_end"].astype(np.int64) + _WINDOW_SLACK_AFTER_MS if len(recs) else np.zeros(0, np.int64)
+    cols, reasons, defaulted = _validate_json_records(recs, lo, hi, meta["slug"])
+    bad = np.flatnonzero(reasons != None)  # noqa: E711
+    quarantine = [_qrow(meta["source_file"][i], "record", reasons[i], record=int(record[i]), raw=recs[i]) for i in bad]
+    ok = reasons == None  # noqa: E711
+    out = {k: v[ok] for k, v in cols.items()}
+    out.update({k: v[ok] for k, v in meta.items()})
+    out["record"] = record[ok]
+    out["tx_hash"] = np.full(int(ok.sum()), None, dtype=object)
+    # per-file counters: records kept out of time order, fills whose missing outcome was taken as Up
+    file_of = np.repeat(np.arange(len(results)), counts)[ok]
+    t = out["t"]
+    if len(t):
+        starts = np.r_[True, file_of[1:] != file_of[:-1]]
+        run_max = pd.Series(t).groupby(file_of).cummax().to_numpy()
+        prev_max = np.where(starts, np.iinfo(np.int64).min, np.r_[0, run_max[:-1]])
+        ooo = np.bincount(file_of, weights=(t < prev_max), minlength=len(results))
+        dflt = np.bincount(file_of, weights=defaulted[ok], minlength=len(results))
+        for r, a, b in zip(results, ooo, dflt):
+            r.stat["out_of_order"], r.stat["outcome_defaulted"] = int(a), int(b)
+    return out, quarantine
+
+
+def _rows_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Column arrays from canonical row dicts (numeric fields as floats, NaN where absent)."""
+    out: dict[str, Any] = {}
+    for c in EVENT_COLUMNS:
+        vals = [r.get(c) for r in rows]
+        out[c] = (np.array([np.nan if v is None else v for v in vals], dtype=np.float64) if c in _NUM_FIELDS
+                  else np.array(vals, dtype=object))
+    return out
+
+
+def _concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Concatenate two column arrays, keeping a numeric dtype when both are numeric."""
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "fiu" and b.dtype.kind in "fiu":
+        return np.concatenate([a, b])
+    if len(b) == 0:
+        return a
+    return np.concatenate([a.astype(object), b.astype(object)])
+
+
+def read_events(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, progress: bool = False,
+                max_file_bytes: int = MAX_FILE_BYTES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Read every wallet file under ``paths``.
+
+    Returns
+    -------
+    events, quarantine, files : DataFrame
+        Kept events (sorted by wallet and time; exact duplicates and fills given both as seed JSON and as
+        Data-API CSV quarantined), quarantined paths (``level`` ``"path"``: not read, see :func:`walk_sources`),
+        files and records, and the per-file reconciliation (``records == kept + quarantined``).
+
+    Raises
+    ------
+    IngestError
+        A path that does not exist, or no data file under ``paths``.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    from tqdm.auto import tqdm
+
+    files, not_read = walk_sources(paths)
+    if not files:
+        why = "; ".join(f"{q['source_file']}: {q['reason']}" for q in not_read[:3])
+        raise IngestError(f"no data files under {[display_path(p) for p in paths]}"
+                          + (f" ({len(not_read)} path(s) not read: {why})" if not_read else ""))
+    json_results, csv_results, other = [], [], []
+    for f in tqdm(files, desc="files", disable=not progress):
+        suffix = f.path.suffix.lower()
+        wallet = display_path(f.wallet)
+        if suffix == ".json":
+            json_results.append(read_json_file(f.path, wallet.lower() if wallet.startswith("0x") else wallet, f.name,
+                                               max_file_bytes))
+        elif suffix == ".csv":
+            csv_results.append(read_activity_csv(f.path, wallet, f.name, max_file_bytes))
+        else:
+            other.append(_FileResult(_file_stat(f.name, wallet, suffix)).reject(
+                f"unsupported file type {display_path(suffix)!r}"))
+    results = json_results + csv_results + other
+    quarantine = not_read + [q for r in results for q in r.quarantine]
+    jcols, jq = _json_columns(json_results)
+    quarantine.extend(jq)
+    ccols = _rows_columns([row for r in csv_results for row in r.rows])
+    events = _events_frame({c: _concat(jcols[c], ccols[c]) for c in EVENT_COLUMNS})
+    events, dup_q = _drop_duplicates(events)
+    quarantine.extend(dup_q)
+    events, cross_q = _drop_cross_format_fills(events, {r.stat["source_file"] for r in csv_results})
+    quarantine.extend(cross_q)
+    qdf = pd.DataFrame(quarantine, columns=list(QUARANTINE_COLUMNS))
+    qdf["record"] = qdf["record"].astype("Int64")
+    qdf["line"] = qdf["line"].astype("Int64")
+    fdf = pd.DataFrame([r.stat for r in results], columns=list(_file_stat("", "", "")))
+    fdf = fdf.drop(columns=["market_start", "market_end", "underlying"])
+    kept = events.groupby("source_file").size()
+    qrec = qdf[qdf["level"] == "record"].groupby("source_file").size()
+    fdf["kept"] = fdf["source_file"].map(kept).fillna(0).astype(int)
+    fdf["quarantined"] = fdf["source_file"].map(qrec).fillna(0).astype(int)
+    return events, qdf, fdf
+
+
+_FILL_KEY = ["wallet", "slug", "second", "side", "outcome", "price6", "size6"]
+
+
+def _drop_cross_format_fills(events: pd.DataFrame, csv_sources: set[str]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Quarantine Data-API CSV fills that repeat a seed-JSON fill of the same wallet and market.
+
+    The two formats describe one fill differently (milliseconds vs whole seconds, no transaction hash in the
+    JSON), so exact-duplicate detection misses the pair and the fill would count twice. A CSV fill matches a
+    JSON fill with the same wallet, market, second, side, outcome, price and size (to 1e-6); equal fills are
+    matched one to one in time order, so a fill repeated *within* one format is never taken for a copy.
+    """
+    is_trade = (events["type"] == "trade").to_numpy()
+    is_csv = events["source_file"].isin(csv_sources).to_numpy()
+    if not (is_trade & is_csv).any() or not (is_trade & ~is_csv).any():
+        return events, []
+    tr = events[is_trade].assign(second=events["t"] // 1000, price6=events["price"].round(6),
+                                 size6=events["size"].round(6), _row=np.flatnonzero(is_trade))
+    csv_part = tr[is_csv[is_trade]].copy()
+    json_part = tr[~is_csv[is_trade]].copy()
+    csv_part["_k"] = csv_part.groupby(_FILL_KEY, sort=False).cumcount()
+    json_part["_k"] = json_part.groupby(_FILL_KEY, sort=False).cumcount()
+    m = csv_part.merge(json_part[_FILL_KEY + ["_k", "source_file", "record"]], on=_FILL_KEY + ["_k"],
+                       suffixes=("", "_json"))
+    if m.empty:
+        return events, []
+    q = [_qrow(r.source_file, "record", f"same fill as {r.source_file_json} record {r.record_json} (given both as "
+                                        "seed JSON and as Data-API CSV): counted once", record=int(r.record),
+               raw={"t": int(r.t), "side": r.side, "outcome": r.outcome, "price": r.price, "size": r.size})
+         for r in m.itertuples(index=False)]
+    drop = np.zeros(len(events), dtype=bool)
+    drop[m["_row"].to_numpy()] = True
+    return events[~drop].reset_index(drop=True), q
+
+
+def _events_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Typed, time-sorted events table from canonical column arrays."""
+    def text(c: str) -> pd.Series:  # pandas' string dtype; None becomes missing (NaN)
+        return pd.Series(np.asarray(cols[c], dtype=object), dtype="str")
+
+    df = pd.DataFrame({
+        "t": np.asarray(cols["t"], dtype=np.int64),
+        **{c: text(c) for c in ("wallet", "slug", "underlying", "type", "outcome", "side", "tx_hash", "source_file")},
+        **{c: pd.array(cols[c], dtype="Int64") for c in ("market_start", "market_end")},
+        **{c: np.asarray(cols[c], dtype=np.float64) for c in _NUM_FIELDS},
+        "record": np.asarray(cols["record"], dtype=np.int64),
+    })
+    df.insert(1, "ts", pd.to_datetime(df["t"], unit="ms", utc=True))
+    order = df["type"].map(_TYPE_ORDER).astype(int)
+    df = df.assign(_o=order).sort_values(["wallet", "t", "_o", "source_file", "record"], kind="stable")
+    return df.drop(columns="_o").reset_index(drop=True)
+
+
+def _drop_duplicates(events: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """Quarantine exact repeats of a record (same wallet, market, time and every field), keeping the
+    earliest. Data-API rows also compare the transaction hash, so distinct fills of equal size survive."""
+    key = [c for c in EVENT_COLUMNS if c not in ("source_file", "record")]
+    dup = events.duplicated(subset=key, keep="first").to_numpy()
+    if not dup.any():
+        return events, []
+    gid = events.groupby(key, dropna=False, sort=False).ngroup().to_numpy()
+    first_row = pd.Series(np.arange(len(events))).groupby(gid).transform("min").to_numpy()
+    q = []
+    for i in np.flatnonzero(dup):
+        orig = events.iloc[first_row[i]]
+        row = events.iloc[i]
+        q.append(_qrow(row["source_file"], "record", f"duplicate of {orig['source_file']} record {orig['record']}",
+                       record=int(row["record"]),
+                       raw={c: (None if pd.isna(row[c]) else row[c]) for c in ("t", "type", "outcome", "side",
+                                                                               "price", "size", "bid", "ask")}))
+    return events[~dup].reset_index(drop=True), q
