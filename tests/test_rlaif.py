@@ -283,3 +283,23 @@ def test_a_feature_constant_in_training_cannot_swamp_the_score():
     assert np.isfinite(s).all() and abs(s[0] - s[1]) <= 1e-5 * max(1.0, abs(s[0]))
     assert torch.isfinite(m.num_std[1:]).all() and float(m.num_std[1]) > 0.5
 
+
+def test_reward_models_start_from_their_seed_and_leave_the_global_rng_alone():
+    """Notebook 05 gave different pair accuracies on two runs of the same inputs: the models were built before any
+    seed was set. Same seed, same initial weights; the caller's torch RNG is not consumed."""
+    import torch
+
+    from workbench.rlaif.reward import ProcessRewardModel, RewardModel
+
+    for cls, kw in ((RewardModel, {"numerical_dim": 5, "text_dim": 8}), (ProcessRewardModel, {"numerical_dim": 5,
+                                                                                             "text_dim": 8})):
+        torch.manual_seed(123)
+        a = cls(**kw, seed=3).state_dict()
+        after = torch.rand(1)
+        torch.manual_seed(999)
+        b = cls(**kw, seed=3).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        torch.manual_seed(123)
+        assert torch.equal(torch.rand(1), after)  # building the model drew nothing from the global RNG
+        c = cls(**kw, seed=4).state_dict()
+        assert not all(torch.equal(a[k], c[k]) for k in a)

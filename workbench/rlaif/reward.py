@@ -9,6 +9,7 @@ SQLite), so training on a thousand pairs takes seconds, not minutes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import math
@@ -16,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -164,6 +165,28 @@ def bradley_terry_loss(s_chosen: torch.Tensor, s_rejected: torch.Tensor, weight:
     return loss.mean()
 
 
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Draw random numbers (initial weights) from ``seed`` without touching the caller's global torch RNG;
+    ``None`` uses the global RNG as it is. A model built twice with the same seed has the same weights."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _mlp(width: int, hidden_dims: Sequence[int], dropout: float) -> nn.Sequential:
+    """``width -> hidden_dims... -> 1`` with GELU and dropout between the layers."""
+    layers: list[nn.Module] = []
+    for h in hidden_dims:
+        layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(dropout)]
+        width = h
+    layers.append(nn.Linear(width, 1))
+    return nn.Sequential(*layers)
+
+
 class RewardModel(nn.Module):
     """Numeric-feature MLP fused with a text embedding; outputs a scalar score per decision.
 
@@ -172,21 +195,16 @@ class RewardModel(nn.Module):
     """
 
     def __init__(self, numerical_dim: int = NUMERIC_DIM, text_dim: int = 384, hidden_dims: Sequence[int] = (256, 128, 64),
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, seed: int | None = 0) -> None:
         super().__init__()
         self.config = {"numerical_dim": numerical_dim, "text_dim": text_dim, "hidden_dims": list(hidden_dims),
                        "dropout": dropout}
         self.register_buffer("num_mean", torch.zeros(numerical_dim))
         self.register_buffer("num_std", torch.ones(numerical_dim))
-        self.num_net = nn.Sequential(nn.Linear(numerical_dim, 64), nn.GELU())
-        self.text_net = nn.Sequential(nn.Linear(text_dim, 128), nn.GELU())
-        layers: list[nn.Module] = []
-        width = 64 + 128
-        for h in hidden_dims:
-            layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(dropout)]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.head = nn.Sequential(*layers)
+        with seeded(seed):
+            self.num_net = nn.Sequential(nn.Linear(numerical_dim, 64), nn.GELU())
+            self.text_net = nn.Sequential(nn.Linear(text_dim, 128), nn.GELU())
+            self.head = _mlp(64 + 128, hidden_dims, dropout)
 
     def fit_normalizer(self, numeric: np.ndarray) -> None:
         fit_standardizer(self, torch.as_tensor(numeric, dtype=torch.float32))
@@ -197,11 +215,12 @@ class RewardModel(nn.Module):
 
 
 def create_reward_model(text_encoder_name: str | Path | None = None, store: Store | None = None,
-                        hidden_dims: Sequence[int] = (256, 128, 64), dropout: float = 0.1
+                        hidden_dims: Sequence[int] = (256, 128, 64), dropout: float = 0.1, seed: int | None = 0
                         ) -> tuple[RewardModel, TextEncoder]:
-    """A fresh :class:`RewardModel` and its :class:`TextEncoder` (default: the packaged MiniLM, offline)."""
+    """A fresh :class:`RewardModel` (initial weights drawn from ``seed``) and its :class:`TextEncoder` (default:
+    the packaged MiniLM, offline)."""
     enc = TextEncoder(text_encoder_name, store=store)
-    return RewardModel(NUMERIC_DIM, enc.dim, hidden_dims, dropout), enc
+    return RewardModel(NUMERIC_DIM, enc.dim, hidden_dims, dropout, seed=seed), enc
 
 
 def _atomic_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -347,20 +366,15 @@ class ProcessRewardModel(nn.Module):
     """Scores each step of an analysis: ``P(step is correct | step text, facts, which step)``."""
 
     def __init__(self, numerical_dim: int = len(NUMERIC_KEYS), text_dim: int = 384, n_steps: int = 4,
-                 hidden_dims: Sequence[int] = (128, 64), dropout: float = 0.1) -> None:
+                 hidden_dims: Sequence[int] = (128, 64), dropout: float = 0.1, seed: int | None = 0) -> None:
         super().__init__()
         self.config = {"numerical_dim": numerical_dim, "text_dim": text_dim, "n_steps": n_steps,
                        "hidden_dims": list(hidden_dims), "dropout": dropout}
         self.register_buffer("num_mean", torch.zeros(numerical_dim))
         self.register_buffer("num_std", torch.ones(numerical_dim))
-        self.step_embed = nn.Embedding(n_steps, 16)
-        layers: list[nn.Module] = []
-        width = numerical_dim + text_dim + 16
-        for h in hidden_dims:
-            layers += [nn.Linear(width, h), nn.GELU(), nn.Dropout(dropout)]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
+        with seeded(seed):
+            self.step_embed = nn.Embedding(n_steps, 16)
+            self.net = _mlp(numerical_dim + text_dim + 16, hidden_dims, dropout)
 
     def forward(self, numeric: torch.Tensor, text: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
         z = standardize(self, numeric)
