@@ -11,8 +11,9 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+help: ## list the targets (colours only on a terminal)
+	@if [ -t 1 ]; then c='\033[36m'; r='\033[0m'; else c=''; r=''; fi; \
+	grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -v c="$$c" -v r="$$r" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-10s%s %s\n", c, $$1, r, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
@@ -36,10 +37,13 @@ smoke: venv ## run the chain on smoke parameters (minutes; writes only under run
 test: venv ## run the test suite (includes a smoke run of the chain)
 	$(PY) -m pytest
 
+lab: venv ## open JupyterLab on the notebooks (each .ipynb is paired with its .py script)
+	$(VENV)/bin/jupyter lab notebooks/
+
 bench: venv ## run the benchmarks (timings and speed ratios)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean: ## remove generated runs, figures and processed data (keeps data/raw and .venv)
 	rm -rf runs figures/*.png figures/*.html figures/*.js data/interim data/processed models
 
-.PHONY: help venv data run smoke test bench clean
+.PHONY: help venv data run smoke test bench lab clean

@@ -8,7 +8,7 @@
 #       format_name: percent
 #       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (workbench)
 #     language: python
 #     name: python3
 # ---
@@ -72,7 +72,7 @@ display(ingest.preview_file(first_file, n=10))
 data = ingest.load_wallet(wallet_dir, bar_interval=BAR_INTERVAL)
 reconciliation = data.check()
 display(pd.Series(reconciliation, name="count").to_frame())
-display(data.quarantine.head(20))
+display(ingest.quarantine_view(data))
 written = data.write(OUT)
 print({name: len(getattr(data, name)) for name in data.TABLES})
 
@@ -107,14 +107,17 @@ plots.save(fig, "01_inventory_pnl");
 #
 # The busiest markets: the Up bid/ask, the trader's fills (▲ adds Up exposure, ▼ removes it, at the
 # Up-equivalent price) and BTC/USD against its opening level (dashed). Up wins if BTC ends at or above
-# where it started. The interactive version is saved as HTML.
+# where it started. The interactive version (zoom, hover a fill) is shown below the first market and saved as a
+# self-contained HTML file.
 
 # %%
 for i, slug in enumerate(ingest.busiest_markets(data.trades, N_EXAMPLE_MARKETS)):
     fig = figures.market_view(data.events, data.trades, slug)
     plots.save(fig, f"01_market_{i}")
     if i == 0:
-        plots.save(figures.market_view_interactive(data.events, data.trades, slug), "01_market_0")
+        interactive = figures.market_view_interactive(data.events, data.trades, slug)
+        plots.save(interactive, "01_market_0")  # self-contained HTML, for sharing
+        plots.show(interactive)  # inline, zoomable: JupyterLab's plotly renderer
 
 # %% [markdown]
 # ## 6. Bars
@@ -124,7 +127,7 @@ for i, slug in enumerate(ingest.busiest_markets(data.trades, N_EXAMPLE_MARKETS))
 # (NaN prices, zero counts): nothing is forward-filled.
 
 # %%
-display(data.bars.head(8))
+display(plots.readable_times(data.bars.head(8)))
 display(data.bars.describe().T[["count", "mean", "std", "min", "max"]])
 
 # %% [markdown]

@@ -8,7 +8,7 @@
 #       format_name: percent
 #       format_version: '1.3'
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (workbench)
 #     language: python
 #     name: python3
 # ---
@@ -78,9 +78,11 @@ display(labels)
 # ## 2. Barriers by eye: a slider UI on the simulated BTC path
 #
 # One-minute BTC bars of notebook 02; events from a CUSUM filter, targets from the daily volatility.
-# Drag the sliders (profit-taking and stop-loss multiples, vertical barrier in bars): the price path with
-# the barriers and touches, the label distribution and the P&L of exiting at the barriers are redrawn on
-# release. The default setting is also saved as a figure, so a headless run produces it.
+# Drag the sliders (profit-taking and stop-loss multiples, vertical barrier in bars) and pick an event (or press
+# "next event"): the zoomed panel shows that event's entry, both horizontal barriers, the vertical barrier and
+# the first touch; beside it, how many events end at each barrier; below, every event on the whole path with
+# the zoomed window shaded. The line above the figure gives the label counts. Everything is redrawn on
+# release. The default setting is also saved as a figure (not shown twice), so a headless run produces it.
 
 # %%
 feat = pd.read_parquet(P.processed / "02_features" / "features.parquet")
@@ -88,7 +90,7 @@ btc = np.exp(feat["log_close"]).dropna()
 btc_vol = labeling.daily_vol(btc, lookback=VOL_LOOKBACK)
 btc_events = labeling.cusum_filter(btc, SLIDER_H)
 fig = ui.barrier_figure(btc, btc_events, PT_SL[0], PT_SL[1], SLIDER_VERTICAL_BARS, btc_vol)
-plots.save(fig, "03_barriers_default")
+plots.save(fig, "03_barriers_default", close=True)  # saved for headless runs; the live figure is below
 ui.barrier_sliders(btc, btc_events, btc_vol, pt=PT_SL[0], sl=PT_SL[1], vertical=SLIDER_VERTICAL_BARS)
 
 # %% [markdown]
@@ -107,7 +109,7 @@ trade_labels.to_parquet(OUT / "trade_labels.parquet")
 summary = trade_labels.groupby("barrier")["label"].agg(["size", "mean"]).rename(
     columns={"size": "fills", "mean": "share profitable"})
 display(summary)
-display(trade_labels.head())
+display(plots.readable_times(trade_labels.head()))
 
 # %% [markdown]
 # ## 4. Which barriers explain the trader's exits?

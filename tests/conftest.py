@@ -15,6 +15,16 @@ from workbench.data.simulate import SimConfig, simulate  # noqa: E402
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _close_widgets():
+    """Close the ipywidgets that tests build without a kernel, before interpreter shutdown would (noisily)."""
+    yield
+    import sys
+
+    if "ipywidgets" in sys.modules:
+        sys.modules["ipywidgets"].Widget.close_all()
+
+
 @pytest.fixture(scope="session")
 def small_sim(tmp_path_factory: pytest.TempPathFactory):
     """A quarter of a day (24 markets) of simulated data under a temporary data/raw folder."""

@@ -1,4 +1,4 @@
-"""Command line: ``python -m workbench run | simulate | ingest | fetch``."""
+"""Command line: ``python -m workbench run | simulate | ingest | fetch`` (see ``python -m workbench --help``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from workbench import config
 
@@ -122,43 +122,85 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="workbench", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+_DESCRIPTION = """The trading-research workbench: simulate or fetch wallet files, ingest them, run the notebook chain.
 
-    r = sub.add_parser("run", help="run the numbered notebook chain with papermill")
-    r.add_argument("--profile", default="default", help="profile name (default, smoke) or YAML path")
-    r.add_argument("--only", action="append", help="notebook numbers, e.g. --only 01,02")
+Other stages have command lines of their own: python -m workbench.llm --help, python -m workbench.rlhf --help."""
+_EPILOG = """examples:
+  python -m workbench run                                  the whole chain on the default data (30 simulated days)
+  python -m workbench run --profile smoke                  2 days and tiny models, in minutes; writes under runs/
+  python -m workbench run --only 01,02 -p BAR_INTERVAL 5min
+  python -m workbench simulate --days 30 --seed 7
+  python -m workbench ingest data/raw/merged_trades/0xabc... --out data/processed/my_wallet
+  python -m workbench fetch --wallet 0xabc... --bucket my-bucket --endpoint-url https://<account>.r2.cloudflarestorage.com
+
+Run "python -m workbench COMMAND --help" for a command's options."""
+
+
+def _sub(sub: Any, name: str, help: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description, epilog=epilog or None,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m workbench", description=_DESCRIPTION, epilog=_EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = _sub(sub, "run", "run the numbered notebook chain with papermill",
+             "Execute notebooks/NN_*.ipynb in numeric order with papermill, stopping at the first failure. Each run\n"
+             "writes its executed notebooks and a manifest (parameters, versions, input and output hashes) under\n"
+             "runs/<timestamp>-<profile>/.",
+             "examples:\n  python -m workbench run --profile smoke\n  python -m workbench run --only 04 -p EPOCHS 5")
+    r.add_argument("--profile", default="default", help="profile name (default, smoke) or a YAML file (default: default)")
+    r.add_argument("--only", action="append", help="notebook numbers to run, e.g. --only 01,02 (default: all)")
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
-                   help="override a notebook parameter (value parsed as YAML)")
-    r.add_argument("--run-dir", help="folder for executed notebooks and the manifest")
-    r.add_argument("--workdir", help="folder for generated data/figures/models (overrides the profile)")
+                   help="override a notebook parameter; VALUE is read as YAML (3, true, 15min, [1, 2])")
+    r.add_argument("--run-dir", help="folder for the executed notebooks and the manifest (default: runs/<id>)")
+    r.add_argument("--workdir", help="folder for generated data, figures and models (default: the profile's)")
     r.set_defaults(func=_cmd_run)
 
-    s = sub.add_parser("simulate", help="write simulated wallet files (seed format)")
+    s = _sub(sub, "simulate", "write simulated wallet files (the seed's JSON format)",
+             "Simulate BTC Up/Down 15-minute markets and a trader with a hidden policy, written in exactly the input\n"
+             "format of real per-wallet files; the hidden truth goes to simulator_truth/ (for evaluation only).",
+             "example:\n  python -m workbench simulate --days 30 --seed 7")
     s.add_argument("--days", type=float, help="simulated days (default 30, or the profile's)")
-    s.add_argument("--seed", type=int, help="seed (default 7, or the profile's)")
+    s.add_argument("--seed", type=int, help="random seed (default 7, or the profile's)")
     s.add_argument("--profile", help="take days and seed from a chain profile (default, smoke)")
     s.add_argument("--if-absent", action="store_true", help="keep an existing simulation with the same settings")
-    s.add_argument("--out", help="the data/raw folder (files go to OUT/merged_trades/<wallet>/)")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--out", help="the data/raw folder (files go to OUT/merged_trades/<wallet>/; default data/raw)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_simulate)
 
-    i = sub.add_parser("ingest", help="ingest wallet files into Parquet tables")
+    i = _sub(sub, "ingest", "ingest wallet files into Parquet tables",
+             "Read seed-format JSON and Polymarket Data-API CSV files (folders are walked; links are followed only\n"
+             "inside them), validate every record, quarantine what cannot be used, and write events, trades,\n"
+             "positions, bars, quarantine, files and resolutions as Parquet into OUT, all or nothing. Prints the\n"
+             "reconciliation: records read = kept + quarantined.",
+             "example:\n  python -m workbench ingest data/raw/merged_trades/0xabc... --out /tmp/tables --bar-interval 5min")
     i.add_argument("src", nargs="+", help="folders or files (seed-format JSON or Data-API CSV)")
-    i.add_argument("--out", required=True, help="output folder for the Parquet tables")
-    i.add_argument("--bar-interval", default="15min")
-    i.add_argument("--quiet", action="store_true")
+    i.add_argument("--out", required=True, help="output folder for the Parquet tables (replaced as a whole)")
+    i.add_argument("--bar-interval", default="15min",
+                   help="length of a bar, a pandas duration such as 1min, 5min or 1h (default 15min)")
+    i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.set_defaults(func=_cmd_ingest)
 
-    f = sub.add_parser("fetch", help="download a wallet's files from an S3-compatible bucket (R2)")
-    f.add_argument("--wallet", required=True)
-    f.add_argument("--bucket")
-    f.add_argument("--endpoint-url")
-    f.add_argument("--prefix", default="merged_trades/")
+    f = _sub(sub, "fetch", "download a wallet's files from an S3-compatible bucket (e.g. Cloudflare R2)",
+             "Copy s3://BUCKET/PREFIX<wallet>/* to OUT/<wallet>/, resumably and idempotently. Works with AWS S3 and\n"
+             "with any S3-compatible store, such as Cloudflare R2, where the original data lived. Credentials come\n"
+             "from the environment or a .env file: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or R2_ACCESS_KEY_ID /\n"
+             "R2_SECRET_ACCESS_KEY); bucket and endpoint from the options or WORKBENCH_S3_BUCKET /\n"
+             "WORKBENCH_S3_ENDPOINT_URL.",
+             "example:\n  python -m workbench fetch --wallet 0xabc... --bucket my-bucket \\\n"
+             "      --endpoint-url https://<account>.r2.cloudflarestorage.com")
+    f.add_argument("--wallet", required=True, help="wallet address: the folder name in the bucket")
+    f.add_argument("--bucket", help="bucket name (default $WORKBENCH_S3_BUCKET, $S3_BUCKET or $R2_BUCKET)")
+    f.add_argument("--endpoint-url", help="S3 endpoint, e.g. https://<account>.r2.cloudflarestorage.com for R2 "
+                                          "(default: $WORKBENCH_S3_ENDPOINT_URL, else AWS S3)")
+    f.add_argument("--prefix", default="merged_trades/", help="key prefix in front of the wallet folder "
+                                                              "(default merged_trades/)")
     f.add_argument("--out", help="local merged_trades folder (default data/raw/merged_trades)")
     f.add_argument("--env-file", help="dotenv file with credentials (default <project>/.env)")
-    f.add_argument("--quiet", action="store_true")
+    f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_cmd_fetch)
     return p
 

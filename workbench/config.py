@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PROJ_ROOT: Path = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR: Path = PROJ_ROOT / "notebooks"
@@ -119,3 +120,12 @@ def paths(workdir: str | os.PathLike[str] | None = None) -> Paths:
 def progress_enabled() -> bool:
     """Whether tqdm progress bars should be shown (``WORKBENCH_PROGRESS=0`` turns them off)."""
     return os.environ.get(PROGRESS_ENV, "1") not in ("0", "false", "False", "")
+
+
+def progress(iterable: Any, desc: str, total: int | None = None, enabled: bool | None = None) -> Any:
+    """``iterable`` wrapped in a tqdm progress bar (a widget in Jupyter, text in a terminal), shown only when
+    :func:`progress_enabled` (interactive use; the chain runner and the tests turn bars off) or ``enabled``."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, leave=False,
+                disable=not (progress_enabled() if enabled is None else enabled))

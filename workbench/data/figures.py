@@ -9,12 +9,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR, utc_times
+from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR, fit_width, utc_times
 
 
 def activity(trades: pd.DataFrame, title: str = "Trader activity") -> plt.Figure:
     """Fills per hour of day (UTC), signed Up-equivalent size, and the outcome/side mix."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=fit_width(14, 3.6))
     hours = utc_times(trades["t"]).hour
     axes[0].bar(range(24), np.bincount(hours, minlength=24), color=NEUTRAL)
     axes[0].set(xlabel="hour of day (UTC)", ylabel="fills", title="When the wallet trades")
@@ -35,7 +35,7 @@ def inventory_pnl(bars: pd.DataFrame, title: str = "Inventory and P&L at each ba
     """Net Up-equivalent inventory and cumulative P&L (realised, and realised + unrealised) per bar."""
     b = bars.sort_values("bar_end")
     ts = utc_times(b["bar_end"])
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(14, 6), sharex=True)
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=fit_width(14, 6), sharex=True)
     ax1.fill_between(ts, b["inventory"], step="pre", color=NEUTRAL, alpha=0.6)
     ax1.axhline(0, color="k", lw=0.6)
     ax1.set(ylabel="Up-equiv. shares", title="Inventory at bar close (open markets)")
@@ -54,7 +54,7 @@ def market_view(events: pd.DataFrame, trades: pd.DataFrame, slug: str) -> plt.Fi
     ev = events[events["slug"] == slug]
     q = ev[ev["type"] == "price_change"]
     tr = trades[trades["slug"] == slug]
-    fig, ax = plt.subplots(figsize=(12, 4.2))
+    fig, ax = plt.subplots(figsize=fit_width(12, 4.2))
     ts = utc_times(q["t"])
     ax.step(ts, q["bid"], where="post", color=SELL_COLOR, lw=0.8, label="Up bid")
     ax.step(ts, q["ask"], where="post", color=BUY_COLOR, lw=0.8, label="Up ask")
@@ -75,7 +75,11 @@ def market_view(events: pd.DataFrame, trades: pd.DataFrame, slug: str) -> plt.Fi
     res = ev[ev["type"] == "resolution"]
     won = f" - resolved {res['outcome'].iloc[0]}" if len(res) else ""
     ax.set_title(f"{slug}{won}")
-    ax.legend(loc="upper left", fontsize=8)
+    handles, names = ax.get_legend_handles_labels()
+    if len(bars):  # the BTC line lives on the twin axis: one legend for both
+        h2, n2 = ax2.get_legend_handles_labels()
+        handles, names = handles + h2, names + n2
+    ax.legend(handles, names, loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -107,7 +111,7 @@ def market_view_interactive(events: pd.DataFrame, trades: pd.DataFrame, slug: st
 
 def quarantine_reasons(quarantine: pd.DataFrame, title: str = "Quarantined input by reason") -> plt.Figure:
     """Horizontal bar chart of quarantine reasons (generic part of the message)."""
-    fig, ax = plt.subplots(figsize=(10, 0.4 * max(3, quarantine["reason"].nunique()) + 1))
+    fig, ax = plt.subplots(figsize=fit_width(10, 0.4 * max(3, quarantine["reason"].nunique()) + 1))
     if len(quarantine):
         counts = quarantine["reason"].str.replace(r"[-\d.e]+|'[^']*'|\"[^\"]*\"", "…", regex=True).value_counts()
         counts.sort_values().plot.barh(ax=ax, color=SELL_COLOR)
@@ -127,7 +131,7 @@ def wallets_pnl(positions: pd.DataFrame, resolutions: pd.DataFrame,
     is_redeemed = last.set_index(["wallet", "slug"]).index.isin(redeemed.set_index(["wallet", "slug"]).index)
     last.loc[is_redeemed, "resolution_source"] = "redeem"
     last = last.sort_values(["wallet", "total_pnl"])
-    fig, ax = plt.subplots(figsize=(10, 0.28 * len(last) + 1.5))
+    fig, ax = plt.subplots(figsize=fit_width(10, 0.28 * len(last) + 1.5))
     colors = last["resolution_source"].map({"event": NEUTRAL, "redeem": BUY_COLOR, "last price": "#fdae61",
                                             "unknown": "#bababa"}).fillna("#bababa")
     labels = [f"{w[:8]}… {s}" for w, s in zip(last["wallet"], last["slug"])]

@@ -31,7 +31,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -157,7 +157,7 @@ def derive_tables(events: pd.DataFrame, bar_interval: str = "15min"
 
 
 def load_wallet(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], bar_interval: str = "15min",
-                *, progress: bool = False) -> WalletData:
+                *, progress: bool | None = None) -> WalletData:
     """Ingest one or many wallets' files (folders or files; seed-format JSON or Data-API CSV).
 
     Parameters
@@ -237,3 +237,15 @@ def rebar(data: WalletData, interval: str, offset: str = "0s") -> pd.DataFrame:
     if interval == data.bar_interval and pd.Timedelta(offset) == pd.Timedelta(0) and len(data.bars):
         return data.bars
     return build_bars(data.events, data.positions, up_marks(data.events), interval, offset)
+
+
+def quarantine_view(data: WalletData, n: int = 20) -> Any:
+    """What a notebook shows of the quarantine: its first ``n`` rows, or, when nothing was quarantined, one
+    sentence with the counts (an empty table would show a bare header)."""
+    if len(data.quarantine):
+        return data.quarantine.head(n)
+    from IPython.display import Markdown
+
+    rec = data.reconciliation()
+    return Markdown(f"**Nothing quarantined**: {rec['files_read']:,} files and {rec['records_read']:,} records read, all "
+                    f"{rec['records_kept']:,} kept, no path left unread.")

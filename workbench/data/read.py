@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from workbench import config
 from workbench.data.ledger import DOWN, UP
 from workbench.data.schema import (_ANY_SLUG_RE, _MAX_ABS, _MAX_SLUG, _MIN_MS, _NUM_FIELDS, _TYPE_ORDER,
                                    _WINDOW_SLACK_AFTER_MS, _WINDOW_SLACK_BEFORE_MS, EVENT_COLUMNS, MAX_FILE_BYTES,
@@ -325,7 +326,7 @@ def _concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([a.astype(object), b.astype(object)])
 
 
-def read_events(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, progress: bool = False,
+def read_events(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], *, progress: bool | None = None,
                 max_file_bytes: int = MAX_FILE_BYTES) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Read every wallet file under ``paths``.
 
@@ -343,15 +344,13 @@ def read_events(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    from tqdm.auto import tqdm
-
     files, not_read = walk_sources(paths)
     if not files:
         why = "; ".join(f"{q['source_file']}: {q['reason']}" for q in not_read[:3])
         raise IngestError(f"no data files under {[display_path(p) for p in paths]}"
                           + (f" ({len(not_read)} path(s) not read: {why})" if not_read else ""))
     json_results, csv_results, other = [], [], []
-    for f in tqdm(files, desc="files", disable=not progress):
+    for f in config.progress(files, "files", enabled=progress):
         suffix = f.path.suffix.lower()
         wallet = display_path(f.wallet)
         if suffix == ".json":

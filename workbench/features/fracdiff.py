@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import oaconvolve
 
+from workbench import config
+
 #: Above this many multiply-adds per column, the convolution switches from direct to FFT (overlap-add).
 _FFT_ABOVE = 2_000_000
 
@@ -305,7 +307,7 @@ def _bootstrap(series: np.ndarray, grid: np.ndarray, resolution: float, reps: in
     n = len(dx)
     b = block or int(math.ceil(n ** (1 / 3)))
     stars = []
-    for _ in range(reps):
+    for _ in config.progress(range(reps), "d* bootstrap"):
         starts = rng.integers(0, n - b + 1, size=int(math.ceil(n / b)))
         idx = (starts[:, None] + np.arange(b)[None, :]).ravel()[:n]
         xb = np.concatenate([[x[0]], x[0] + np.cumsum(dx[idx])])

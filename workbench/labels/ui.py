@@ -16,7 +16,7 @@ import pandas as pd
 from workbench.labels.barriers import ReturnKind, VerticalLabel, triple_barrier
 from workbench.labels.exits import ExitFit
 from workbench.labels.ou import ou_optimum
-from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR
+from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR, fit_width
 
 BARRIER_COLORS = {"upper": BUY_COLOR, "lower": SELL_COLOR, "vertical": "#fdae61"}
 
@@ -30,83 +30,90 @@ def _price_level(entry: np.ndarray, r: np.ndarray, side: np.ndarray, returns: st
     return entry + side * r
 
 
-def _show_idx(n: int, n_show: int) -> np.ndarray:
-    """Evenly spaced positions of ``n_show`` events among ``n`` (the first and last included)."""
-    if n == 0:
-        return np.zeros(0, dtype=int)
-    return np.unique(np.linspace(0, n - 1, min(n_show, n)).round().astype(int))
+def default_event(labels: pd.DataFrame) -> int:
+    """The event the zoomed panel shows first: the first one that touched a horizontal barrier (else 0)."""
+    hit = np.flatnonzero(labels["barrier"].to_numpy() != "vertical") if len(labels) else np.zeros(0, dtype=int)
+    return int(hit[0]) if len(hit) else 0
+
+
+def label_summary(labels: pd.DataFrame) -> str:
+    """One line: how many events end at each barrier, and the label counts (what the slider UI prints)."""
+    counts = labels["barrier"].value_counts().reindex(["upper", "lower", "vertical"], fill_value=0)
+    lab = labels["label"].value_counts().sort_index()
+    return (f"{len(labels):,} events · first touch: profit taking {counts['upper']:,}, stop loss {counts['lower']:,}, "
+            f"vertical {counts['vertical']:,} · labels " + ", ".join(f"{int(k):+d}: {v:,}" for k, v in lab.items()))
 
 
 def barrier_figure(close: pd.Series, events: Any, pt: float, sl: float, vertical: Any, target: Any, *,
                    side: Any = None, min_ret: float = 0.0, returns: ReturnKind = "simple",
-                   vertical_label: VerticalLabel = "zero", n_show: int = 4, title: str | None = None) -> plt.Figure:
-    """Triple barriers drawn on the price path, the label distribution and the P&L of the barrier exits.
+                   vertical_label: VerticalLabel = "zero", event: int | None = None, labels: pd.DataFrame | None = None,
+                   title: str | None = None) -> plt.Figure:
+    """Triple barriers you can see: one event zoomed in, the label counts, and every event on the whole path.
 
-    Top: the price around ``n_show`` evenly spaced events with their profit-taking (green), stop-loss (red)
-    and vertical (orange) barriers, from the entry to the vertical barrier, and the first touch marked.
-    Bottom left: how many events end at each barrier and the label counts. Bottom right: cumulative
-    side-adjusted return at the touch over all events (the P&L of entering every event and exiting at its
-    first barrier, in return units).
+    Top left: the price around one event (``event``, 0-based; default :func:`default_event`) from its entry to
+    a little after its vertical barrier, with the entry, the profit-taking (green) and stop-loss (red) levels,
+    the vertical barrier (orange; dashed when the data ended first) and the first touch. Top right: how many
+    events end at each barrier, and the labels. Bottom: the whole price path with every event's entry coloured
+    by the barrier it touched first, and the zoomed window shaded. Sized for a notebook column (9.5 in).
 
-    Parameters are those of :func:`workbench.labels.triple_barrier` (``pt``, ``sl`` are the multiples).
+    Parameters are those of :func:`workbench.labels.triple_barrier` (``pt``, ``sl`` are the multiples);
+    ``labels`` may pass its result when already computed.
     """
-    lab = triple_barrier(close, events, (pt, sl), target, vertical=vertical, side=side, min_ret=min_ret,
-                         returns=returns, vertical_label=vertical_label)
-    fig = plt.figure(figsize=(13, 7.5))
-    gs = fig.add_gridspec(2, 2, height_ratios=(1.6, 1.0))
-    ax = fig.add_subplot(gs[0, :])
-    ax_lab = fig.add_subplot(gs[1, 0])
-    ax_pnl = fig.add_subplot(gs[1, 1])
-    show = lab.iloc[_show_idx(len(lab), n_show)]
-    if len(show):
-        lo_t, hi_t = show.index[0], show["t_vertical"].max()
-        span = max(hi_t - lo_t, pd.Timedelta(0))
-        window = close[(close.index >= lo_t - 0.05 * span) & (close.index <= hi_t + 0.05 * span)]
-    else:
-        window = close
-    ax.plot(window.index, window.to_numpy(), color=NEUTRAL, lw=0.9, label="price")
-    i0 = close.index.searchsorted(show.index, side="right") - 1
-    entry = close.to_numpy()[i0]
-    sd = show["side"].to_numpy(float) if "side" in show else np.ones(len(show))
-    upper = _price_level(entry, show["upper"].to_numpy(float), sd, returns)
-    lower = _price_level(entry, show["lower"].to_numpy(float), sd, returns)
-    for k, (t0, row) in enumerate(show.iterrows()):
-        tv = row["t_vertical"]
-        kw = dict(lw=1.4, label=None)
-        if np.isfinite(upper[k]):
-            ax.hlines(upper[k], t0, tv, color=BUY_COLOR, **kw)
-        if np.isfinite(lower[k]):
-            ax.hlines(lower[k], t0, tv, color=SELL_COLOR, **kw)
-        lims = [v for v in (upper[k], lower[k]) if np.isfinite(v)] or [entry[k]]
-        ax.vlines(tv, min(lims + [entry[k]]), max(lims + [entry[k]]), color=BARRIER_COLORS["vertical"], lw=1.4,
-                  linestyles="--" if row["truncated"] else "-")
-        ax.plot([t0], [entry[k]], marker="o", color="k", ms=5)
-        ax.plot([row["t1"]], [close.loc[row["t1"]]], marker="X", ms=10, color=BARRIER_COLORS[row["barrier"]],
-                markeredgecolor="k", zorder=4)
+    lab = labels if labels is not None else triple_barrier(close, events, (pt, sl), target, vertical=vertical,
+                                                            side=side, min_ret=min_ret, returns=returns,
+                                                            vertical_label=vertical_label)
+    fig = plt.figure(figsize=fit_width(9.5, 7.0))
+    gs = fig.add_gridspec(2, 3, height_ratios=(1.4, 1.0))
+    ax, ax_n, ax_all = fig.add_subplot(gs[0, :2]), fig.add_subplot(gs[0, 2]), fig.add_subplot(gs[1, :])
     from matplotlib.lines import Line2D
 
-    ax.legend(handles=[Line2D([], [], color=NEUTRAL, label="price"),
-                       Line2D([], [], color=BUY_COLOR, label="profit taking"),
-                       Line2D([], [], color=SELL_COLOR, label="stop loss"),
-                       Line2D([], [], color=BARRIER_COLORS["vertical"], label="vertical (dashed: truncated)"),
-                       Line2D([], [], marker="o", color="k", ls="", label="entry"),
-                       Line2D([], [], marker="X", color="k", ls="", label="first touch")], loc="upper left", fontsize=8)
-    ax.set(ylabel="price", title=f"Barriers of {len(show)} of {len(lab)} events (pt = {pt:g}, sl = {sl:g}, "
-                                   f"vertical = {vertical})")
+    if len(lab):
+        k = int(np.clip(default_event(lab) if event is None else event, 0, len(lab) - 1))
+        t0, row = lab.index[k], lab.iloc[k]
+        i0 = close.index.searchsorted(t0, side="right") - 1
+        entry = float(close.iloc[i0])
+        sd = float(row["side"]) if "side" in lab and np.isfinite(row.get("side", np.nan)) else 1.0
+        up = _price_level(np.array([entry]), np.array([float(row["upper"])]), np.array([sd]), returns)[0]
+        lo = _price_level(np.array([entry]), np.array([float(row["lower"])]), np.array([sd]), returns)[0]
+        tv = row["t_vertical"]
+        span = max(tv - t0, close.index[min(i0 + 1, len(close) - 1)] - close.index[i0])
+        win = close[(close.index >= t0 - 0.3 * span) & (close.index <= tv + 0.3 * span)]
+        ax.plot(win.index, win.to_numpy(), color=NEUTRAL, lw=1.1)
+        levels = [v for v in (up, lo) if np.isfinite(v)]
+        if levels:
+            ax.axhspan(min(levels + [entry]), max(levels + [entry]), xmin=0, xmax=1, color="#f0f0f0", zorder=0)
+        if np.isfinite(up):
+            ax.hlines(up, t0, tv, color=BUY_COLOR, lw=2)
+        if np.isfinite(lo):
+            ax.hlines(lo, t0, tv, color=SELL_COLOR, lw=2)
+        ax.vlines(tv, min(levels + [entry]), max(levels + [entry]), color=BARRIER_COLORS["vertical"], lw=2,
+                  linestyles="--" if row["truncated"] else "-")
+        ax.plot([t0], [entry], marker="o", color="k", ms=7, ls="")
+        ax.plot([row["t1"]], [close.loc[row["t1"]]], marker="X", ms=12, color=BARRIER_COLORS[row["barrier"]],
+                markeredgecolor="k", ls="", zorder=4)
+        ax.legend(handles=[Line2D([], [], color=BUY_COLOR, lw=2, label=f"profit taking {pt:g}×target"),
+                           Line2D([], [], color=SELL_COLOR, lw=2, label=f"stop loss {sl:g}×target"),
+                           Line2D([], [], color=BARRIER_COLORS["vertical"], lw=2, label=f"vertical ({vertical} bars)"),
+                           Line2D([], [], marker="o", color="k", ls="", label="entry"),
+                           Line2D([], [], marker="X", color="k", ls="", label="first touch")],
+                  loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+        name = {"upper": "profit taking", "lower": "stop loss", "vertical": "vertical barrier"}[row["barrier"]]
+        ax.set(ylabel="price", title=f"Event {k + 1} of {len(lab):,}: {name} after "
+                                     f"{(row['t1'] - t0).total_seconds() / 60:.0f} min, return {row['ret']:+.2%}")
+        ax.tick_params(axis="x", labelsize=8)
+        ax_all.axvspan(win.index[0], win.index[-1], color="#fdae61", alpha=0.35, lw=0)
     counts = lab["barrier"].value_counts().reindex(["upper", "lower", "vertical"], fill_value=0)
-    labels = lab["label"].value_counts().sort_index()
-    x = np.arange(len(counts))
-    ax_lab.bar(x, counts.to_numpy(), color=[BARRIER_COLORS[b] for b in counts.index])
-    ax_lab.set_xticks(x, ["profit taking", "stop loss", "vertical"])
-    ax_lab.set(ylabel="events", title="First touch  |  labels " + ", ".join(f"{k:+d}: {v}" for k, v in labels.items()))
-    pnl = lab["ret"].cumsum()
-    ax_pnl.plot(lab.index, pnl.to_numpy(), color=BUY_COLOR if len(pnl) and pnl.iloc[-1] >= 0 else SELL_COLOR)
-    ax_pnl.axhline(0, color="k", lw=0.6)
-    hit = (lab["ret"] > 0).mean() if len(lab) else np.nan
-    total = pnl.iloc[-1] if len(pnl) else 0.0
-    ax_pnl.set(ylabel="cumulative return at the touch",
-               title=f"Following the barriers: total {total:.3g}, hit rate {hit:.0%}")
-    fig.autofmt_xdate()
+    ax_n.barh([2, 1, 0], counts.to_numpy(), color=[BARRIER_COLORS[b] for b in counts.index])
+    ax_n.set_yticks([2, 1, 0], ["profit\ntaking", "stop\nloss", "vertical"], fontsize=8)
+    labels_count = lab["label"].value_counts().sort_index()
+    ax_n.set(title="First touch", xlabel="events\n\nlabels  " + "  ".join(f"{int(v):+d}: {c:,}"
+                                                                       for v, c in labels_count.items()))
+    ax_all.plot(close.index, close.to_numpy(), color=NEUTRAL, lw=0.6)
+    if len(lab):
+        i_all = close.index.searchsorted(lab.index, side="right") - 1
+        ax_all.scatter(lab.index, close.to_numpy()[i_all], s=9, c=[BARRIER_COLORS[b] for b in lab["barrier"]], zorder=3)
+    ax_all.set(ylabel="price", title=f"All {len(lab):,} events, coloured by first touch; shaded: the zoomed window")
+    ax_all.tick_params(axis="x", labelsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -116,33 +123,50 @@ def barrier_figure(close: pd.Series, events: Any, pt: float, sl: float, vertical
 def barrier_sliders(close: pd.Series, events: Any, target: Any, *, pt: float = 1.0, sl: float = 1.0,
                     vertical: int = 50, side: Any = None, returns: ReturnKind = "simple",
                     vertical_label: VerticalLabel = "zero", pt_max: float = 5.0, sl_max: float = 5.0,
-                    vertical_max: int | None = None, n_show: int = 4) -> Any:
-    """ipywidgets sliders for pt, sl and the vertical barrier (in bars) driving :func:`barrier_figure`.
+                    vertical_max: int | None = None) -> Any:
+    """ipywidgets sliders for pt, sl, the vertical barrier (in bars) and the zoomed event, driving
+    :func:`barrier_figure`; a "next event" button steps through the events, and a line above the figure
+    gives the label counts.
 
     Sliders use ``continuous_update=False`` (the figure is redrawn on release) and are wired with
-    ``ipywidgets.interactive_output``. Returns a ``VBox`` (sliders above the figure) for ``display()``.
-    No frontend is needed to build it. A multiple of 0 disables that barrier.
+    ``ipywidgets.interactive_output``. Returns a ``VBox`` for ``display()``; no frontend is needed to build
+    it. A multiple of 0 disables that barrier.
     """
     import ipywidgets as widgets
     from IPython.display import display
 
+    lab0 = triple_barrier(close, events, (pt, sl), target, vertical=vertical, side=side, returns=returns,
+                          vertical_label=vertical_label)
     vmax = int(vertical_max or max(4 * vertical, 10))
     style = {"description_width": "initial"}
+    layout = widgets.Layout(width="33%")
     w_pt = widgets.FloatSlider(value=pt, min=0.0, max=pt_max, step=0.05, description="profit taking ×target",
-                               continuous_update=False, style=style)
+                               continuous_update=False, style=style, layout=layout)
     w_sl = widgets.FloatSlider(value=sl, min=0.0, max=sl_max, step=0.05, description="stop loss ×target",
-                               continuous_update=False, style=style)
+                               continuous_update=False, style=style, layout=layout)
     w_v = widgets.IntSlider(value=vertical, min=1, max=vmax, step=1, description="vertical (bars)",
-                            continuous_update=False, style=style)
+                            continuous_update=False, style=style, layout=layout)
+    w_e = widgets.IntSlider(value=default_event(lab0) + 1, min=1, max=max(len(lab0), 1), step=1, description="event",
+                            continuous_update=False, style=style, layout=widgets.Layout(width="66%"))
+    w_next = widgets.Button(description="next event", tooltip="zoom in on the next event")
+    summary = widgets.HTML()
 
-    def draw(pt: float, sl: float, vertical: int) -> None:
+    def on_next(_: Any) -> None:
+        w_e.value = w_e.min if w_e.value >= w_e.max else w_e.value + 1
+
+    w_next.on_click(on_next)
+
+    def draw(pt: float, sl: float, vertical: int, event: int) -> None:
+        lab = triple_barrier(close, events, (pt, sl), target, vertical=int(vertical), side=side, returns=returns,
+                             vertical_label=vertical_label)
+        summary.value = f"<b>{label_summary(lab)}</b>"
         fig = barrier_figure(close, events, pt, sl, int(vertical), target, side=side, returns=returns,
-                             vertical_label=vertical_label, n_show=n_show)
+                             vertical_label=vertical_label, event=int(event) - 1, labels=lab)
         display(fig)
         plt.close(fig)
 
-    out = widgets.interactive_output(draw, {"pt": w_pt, "sl": w_sl, "vertical": w_v})
-    return widgets.VBox([widgets.HBox([w_pt, w_sl, w_v]), out])
+    out = widgets.interactive_output(draw, {"pt": w_pt, "sl": w_sl, "vertical": w_v, "event": w_e})
+    return widgets.VBox([widgets.HBox([w_pt, w_sl, w_v]), widgets.HBox([w_e, w_next]), summary, out])
 
 
 def ou_heatmap(grid: pd.DataFrame, title: str | None = None, ax: plt.Axes | None = None) -> plt.Figure:
@@ -151,7 +175,7 @@ def ou_heatmap(grid: pd.DataFrame, title: str | None = None, ax: plt.Axes | None
     ``grid`` is :func:`workbench.labels.ou_barrier_grid` (index pt, columns sl); the best cell is
     marked with a star.
     """
-    fig = ax.figure if ax is not None else plt.figure(figsize=(6.2, 5))
+    fig = ax.figure if ax is not None else plt.figure(figsize=fit_width(6.2, 5))
     ax = ax or fig.add_subplot(1, 1, 1)
     pt, sl = grid.index.to_numpy(float), grid.columns.to_numpy(float)
     im = ax.pcolormesh(pt, sl, grid.to_numpy().T, shading="nearest", cmap="viridis")
@@ -165,11 +189,11 @@ def ou_heatmap(grid: pd.DataFrame, title: str | None = None, ax: plt.Axes | None
     return fig
 
 
-def ou_heatmap_panel(grids: Sequence[pd.DataFrame], ncols: int = 3) -> plt.Figure:
+def ou_heatmap_panel(grids: Sequence[pd.DataFrame], ncols: int = 2) -> plt.Figure:
     """Several :func:`ou_heatmap` side by side (one per forecast / half-life pair)."""
     n = len(grids)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, min(ncols, max(n, 1)), figsize=(5.6 * min(ncols, max(n, 1)), 4.6 * nrows),
+    fig, axes = plt.subplots(nrows, min(ncols, max(n, 1)), figsize=fit_width(4.75 * min(ncols, max(n, 1)), 4.0 * nrows),
                              squeeze=False)
     for g, ax in zip(grids, axes.ravel()):
         ou_heatmap(g, ax=ax, title=f"E0 = {g.attrs.get('forecast')}, τ = {g.attrs.get('half_life')}: "
@@ -186,8 +210,10 @@ def exit_fit_figure(fit: ExitFit, truth: tuple[float, float] | None = None, pnl:
     region and the bootstrap argmaxes, the share of exits explained, and optionally the trader's realised
     P&L against the fitted rule's on the same entries (``pnl`` from :func:`workbench.labels.barrier_pnl`).
     """
-    n = 3 if pnl is not None else 2
-    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4.8))
+    fig = plt.figure(figsize=fit_width(9.5, 8.4 if pnl is not None else 4.4))
+    gs = fig.add_gridspec(2 if pnl is not None else 1, 2)
+    axes = [fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])] + ([fig.add_subplot(gs[1, :])] if pnl is not None
+                                                                    else [])
     g = fit.grid[fit.grid["holding_s"] == fit.best["holding_s"]]
     for ax, col, label in ((axes[0], "loglik", "log-likelihood"), (axes[1], "explained", "share of exits explained")):
         piv = g.pivot(index="pt", columns="sl", values=col)
@@ -205,7 +231,7 @@ def exit_fit_figure(fit: ExitFit, truth: tuple[float, float] | None = None, pnl:
             ax.plot(*truth, marker="P", ms=12, color=SELL_COLOR, markeredgecolor="k", ls="", label="truth")
         hold = fit.best["holding_s"]
         ax.set(xlabel="take profit (per share)", ylabel="stop loss (per share)",
-               title=f"{label} (max holding {'∞' if not np.isfinite(hold) else f'{hold / 60:g} min'})")
+               title=f"{label}\n(max holding {'∞' if not np.isfinite(hold) else f'{hold / 60:g} min'})")
         ax.legend(loc="upper right", fontsize=7)
     if pnl is not None:
         ax = axes[2]

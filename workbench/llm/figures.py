@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from workbench.analysis.rlconfig import STEPS
-from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR
+from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR, fit_width
 
 _COLORS = {"base": "#bababa", "SFT": "#2166ac", "DPO": BUY_COLOR, "reference (analyst)": NEUTRAL}
 
@@ -27,7 +27,7 @@ def training_curves(history: pd.DataFrame, title: str) -> plt.Figure:
     """
     h = history
     dpo = "rewards/margins" in h
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    fig, axes = plt.subplots(2, 3, figsize=fit_width(15, 7))
     ax = axes.ravel()
     tr, ev = _col(h, "loss"), _col(h, "eval_loss")
     ax[0].plot(tr["step"], tr["loss"], marker="o", ms=2, lw=1, label="train")
@@ -83,7 +83,7 @@ def evaluation_figure(summary: pd.DataFrame, title: str = "Held-out (test-period
     s = summary
     names = list(s.index)
     colors = [_COLORS.get(n, "#762a83") for n in names]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4))
+    fig, axes = plt.subplots(1, 3, figsize=fit_width(16, 4.4))
     cols = ["true_step_share", "all_steps_true", "self_consistent", "well_formed", "signal_agreement"]
     x = np.arange(len(cols))
     wd = 0.8 / max(len(names), 1)

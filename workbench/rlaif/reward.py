@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from workbench import atomic
+from workbench import atomic, config
 from workbench.rlaif.store import PreferencePair, Store, TradingDecision
 
 ACTION_INDEX = {"BUY": 0, "SELL": 1, "HOLD": 2}
@@ -317,7 +317,7 @@ class RewardModelTrainer(_Checkpointed):
         best_acc, best_state, bad = -1.0, copy.deepcopy(self.model.state_dict()), 0
         n = T.w.shape[0]
         self.history = []
-        for epoch in range(1, epochs + 1):
+        for epoch in config.progress(range(1, epochs + 1), "reward model epochs"):
             t0 = time.perf_counter()
             self.model.train()
             perm = torch.randperm(n, generator=gen)
@@ -449,7 +449,7 @@ class ProcessRewardTrainer(_Checkpointed):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=1e-4)
         best, best_state, bad = -1.0, copy.deepcopy(self.model.state_dict()), 0
         self.history = []
-        for epoch in range(1, epochs + 1):
+        for epoch in config.progress(range(1, epochs + 1), "process reward model epochs"):
             t0 = time.perf_counter()
             self.model.train()
             perm = torch.randperm(len(y), generator=gen)

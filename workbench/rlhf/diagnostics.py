@@ -24,6 +24,7 @@ from workbench import metrics
 from workbench.analysis.facts import Facts
 from workbench.analysis.rlconfig import STEPS, RLConfig
 from workbench.analysis.verifier import StepVerifier, split_steps
+from workbench.plots import fit_width
 from workbench.rlhf.rewards import OutcomeFn, Scheme, prm_step_probs, score
 
 STEP_LABELS = {"technical_analysis": "technical", "risk_assessment": "risk", "market_context": "context",
@@ -162,7 +163,7 @@ def training_figure(histories: dict[str, pd.DataFrame], records: dict[str, pd.Da
     """Reward (mean and its standard deviation across the step's completions) per RL step and scheme; the
     true-step share and the share of each step type that is true among the rollouts, per scheme."""
     n = 2 + (1 if records else 0)
-    fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 3.8))
+    fig, axes = plt.subplots(1, n, figsize=fit_width(5.2 * n, 3.8))
     for name, h in histories.items():
         h = h[h["reward"].notna()] if "reward" in h else h.iloc[0:0]
         if not len(h):
@@ -196,7 +197,7 @@ def training_figure(histories: dict[str, pd.DataFrame], records: dict[str, pd.Da
 def step_figure(table: pd.DataFrame, title: str = "Rewards per step type") -> plt.Figure:
     """Accuracy per step type and model (bars), and the process reward model's probability for true and
     false steps per step type (box plots): where the PRM's reward is informative."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=fit_width(13, 4))
     acc = table.groupby(["step", "model"], sort=False)["ok"].mean().unstack("model").reindex(list(STEPS))
     acc.index = [STEP_LABELS[s] for s in acc.index]
     acc.plot.bar(ax=ax1, rot=0, color=[_color(c) for c in acc.columns])
@@ -227,7 +228,7 @@ def comparison_figure(summary: pd.DataFrame, title: str = "Process versus outcom
     """The six metrics per row of :func:`workbench.rlhf.evaluation.summary_table`, with 95 % intervals."""
     from workbench.rlhf.evaluation import LABELS, METRICS
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.1 * len(METRICS), 0.45 * len(summary) + 2.2), sharey=True)
+    fig, axes = plt.subplots(1, len(METRICS), figsize=fit_width(3.1 * len(METRICS), 0.45 * len(summary) + 2.2), sharey=True)
     y = np.arange(len(summary))
     for ax, m in zip(axes, METRICS):
         v = summary[m].to_numpy(float)
@@ -252,7 +253,7 @@ def curriculum_figure(table: pd.DataFrame, title: str = "Curriculum: difficulty 
     from workbench.rlhf.curriculum import DIFFICULTY_WEIGHTS, STAGES
 
     colors = dict(zip(STAGES, ("#1a9850", "#fdae61", "#d73027")))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.6))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=fit_width(12, 3.6))
     ax1.scatter(table["order"], table["difficulty"], c=[colors[s] for s in table["stage"]], s=12)
     ax1.set(xlabel="order in which GRPO reads the prompts", ylabel="difficulty", title="Easy first")
     comp = table.groupby("stage")[list(DIFFICULTY_WEIGHTS)].mean().reindex([s for s in STAGES if s in set(table["stage"])])
@@ -266,7 +267,7 @@ def curriculum_figure(table: pd.DataFrame, title: str = "Curriculum: difficulty 
 def correlation_figure(frame: pd.DataFrame, reward_cols: Sequence[str], return_col: str = "ret",
                        title: str = "Reward against realised return") -> plt.Figure:
     """Scatter of each reward against the realised return (one panel per reward)."""
-    fig, axes = plt.subplots(1, len(reward_cols), figsize=(4 * len(reward_cols), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(reward_cols), figsize=fit_width(4 * len(reward_cols), 3.4), squeeze=False)
     for ax, c in zip(axes[0], reward_cols):
         d = frame[[c, return_col]].replace([np.inf, -np.inf], np.nan).dropna()
         ax.scatter(d[c], d[return_col], s=8, alpha=0.5, color="#4d4d4d")

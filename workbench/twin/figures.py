@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from workbench.plots import NEUTRAL, SELL_COLOR
+from workbench.plots import NEUTRAL, SELL_COLOR, fit_width
 
 
 # ------------------------------------------------------------------------------------------------
@@ -16,7 +16,7 @@ from workbench.plots import NEUTRAL, SELL_COLOR
 def training_curves(history: pd.DataFrame, title: str = "Trader twin: training") -> plt.Figure:
     """Loss (train/validation), validation accuracy and macro-F1, and RTG error per epoch."""
     h = history
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=fit_width(14, 3.6))
     axes[0].plot(h["epoch"], h["train_loss"], marker="o", ms=3, label="train")
     axes[0].plot(h["epoch"], h["val_loss"], marker="o", ms=3, label="validation")
     axes[0].set(xlabel="epoch", ylabel="1.0 CE + 0.1 MSE(RTG)", title="loss")
@@ -35,7 +35,7 @@ def training_curves(history: pd.DataFrame, title: str = "Trader twin: training")
 def confusion_matrices(matrices: dict[str, np.ndarray], labels: tuple[str, ...]) -> plt.Figure:
     """Row-normalised confusion matrices side by side (rows: true class, columns: predicted)."""
     n = len(matrices)
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4))
+    fig, axes = plt.subplots(1, n, figsize=fit_width(4.2 * n, 4))
     axes = np.atleast_1d(axes)
     for ax, (name, m) in zip(axes, matrices.items()):
         norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
@@ -53,7 +53,7 @@ def confusion_matrices(matrices: dict[str, np.ndarray], labels: tuple[str, ...])
 
 def rtg_steering(distribution: pd.DataFrame, realised: pd.DataFrame, spearman: float) -> plt.Figure:
     """Predicted action mix and the return the twin realises, against the target return-to-go."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=fit_width(13, 4))
     distribution.plot.bar(stacked=True, ax=a1, rot=0, colormap="RdYlGn_r")
     a1.set(xlabel="target RTG (x100 % of notional per window)", ylabel="share of steps", title="Action mix vs target")
     a1.legend(fontsize=7, loc="upper right")
@@ -66,7 +66,7 @@ def rtg_steering(distribution: pd.DataFrame, realised: pd.DataFrame, spearman: f
 
 def equity_curves(curves: dict[str, pd.Series], title: str) -> plt.Figure:
     """Cumulative P&L (USDC) of several agents over the same steps."""
-    fig, ax = plt.subplots(figsize=(12, 4))
+    fig, ax = plt.subplots(figsize=fit_width(12, 4))
     for name, s in curves.items():
         ax.plot(s.index, s.to_numpy(), lw=1, label=name)
     ax.axhline(0, color="k", lw=0.5)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from workbench import config
 from workbench.data.simulate import ACTIONS
 from workbench.twin.checkpoint import BEST_CHECKPOINT, save_checkpoint
 
@@ -351,7 +352,7 @@ class TraderTrainer:
         best, bad, best_state = math.inf, 0, None
         rows: list[dict[str, Any]] = []
         self.stopped_early = False
-        for epoch in range(1, epochs + 1):
+        for epoch in config.progress(range(1, epochs + 1), "twin epochs"):
             t0 = time.perf_counter()
             self.model.train()
             losses = []
