@@ -21,8 +21,14 @@ def _close_widgets():
     yield
     import sys
 
-    if "ipywidgets" in sys.modules:
-        sys.modules["ipywidgets"].Widget.close_all()
+    if "ipywidgets.widgets.widget" in sys.modules:
+        registry = sys.modules["ipywidgets.widgets.widget"]._instances
+        for key, w in list(registry.items()):
+            try:
+                w.close()
+            except Exception:  # noqa: BLE001 - a comm that no kernel ever registered: just forget it
+                w.comm = None
+            registry.pop(key, None)
 
 
 @pytest.fixture(scope="session")
