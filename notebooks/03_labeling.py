@@ -39,6 +39,8 @@ OU_PATHS = 10000  # Ornstein-Uhlenbeck paths per (profit-taking, stop-loss) cell
 
 # %%
 
+import json
+
 import numpy as np
 import pandas as pd
 from IPython.display import display
@@ -136,7 +138,12 @@ pnl = labeling.barrier_pnl(data.events, trips, float(best["pt"]), float(best["sl
 display(pd.DataFrame({"trader": [pnl["trader_pnl"].sum()], "fitted barrier rule": [pnl["rule_pnl"].sum()]},
                      index=["P&L on the same entries (USDC)"]))
 display(pnl["rule_exit_reason"].value_counts().to_frame("rule exits"))
-plots.save(ui.exit_fit_figure(fit, truth=truth, pnl=pnl), "03_exit_fit");
+plots.save(ui.exit_fit_figure(fit, truth=truth, pnl=pnl), "03_exit_fit")
+# the fitted levels (not the simulator's) are what notebook 04's trader features measure positions against
+exit_barriers = {"take_profit": float(best["pt"]), "stop_loss": float(best["sl"]),
+                 "holding_s": None if not np.isfinite(best["holding_s"]) else float(best["holding_s"]),
+                 "intervals": fit.intervals.replace([np.inf], None).to_dict()}
+(OUT / "exit_barriers.json").write_text(json.dumps(exit_barriers, indent=2, default=float));
 
 # %% [markdown]
 # **Reading the fit.** The levels at the maximum of the likelihood, and how flat the likelihood is around

@@ -100,7 +100,8 @@ print(points["completion"].iloc[len(facts) // 2])
 # %%
 inference = twin.TraderInference.from_checkpoint(meta04["checkpoint"])
 twin_targets = {f"rtg={t:+.2f}": t for t in (meta04["targets"][1], meta04["default_target"], meta04["targets"][-2])}
-twin_actions = twin_study.actions_at(inference, data, points["time"].to_numpy(), twin_targets)
+rule = (meta04["decision_rule"]["prior"], meta04["decision_rule"]["exponent"]) if "decision_rule" in meta04 else None
+twin_actions = twin_study.actions_at(inference, data, points["time"].to_numpy(), twin_targets, rule=rule)
 subset = np.arange(0, len(points), RLAIF_EVERY)
 decisions = study.candidates(points, facts, analyst, twin_actions, seed=SEED, mistake_sources=MISTAKE_SOURCES, subset=subset)
 pg = PreferenceGenerator(OUT / "rlaif.db", min_preference_margin=MIN_MARGIN, hold_period_days=HOLD_MINUTES / 1440)

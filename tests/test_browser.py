@@ -23,8 +23,8 @@ from typing import Any, Callable
 
 import nbformat
 import pytest
-
 from conftest import free_port
+
 from workbench import config
 from workbench.chain import Profile, run_chain
 

@@ -45,7 +45,7 @@ def test_states_do_not_use_the_step_itself(steps_and_data):
     feat_cut = features.price_features(features.ohlcv(ingest.build_bars(ev, positions, ingest.up_marks(ev), "1min")),
                                        0.3, vol_window=30, volume_window=60)
     steps_cut = S.build_steps(ev, positions, bars_cut, feat_cut)
-    cols = list(S.STATE_FEATURES)
+    cols = [c for c in dict.fromkeys(S.STATE_FEATURES + S.TRADER_FEATURES + ("seconds_left",)) if c != "late"]
     a = steps.loc[:cut, cols]
     b = steps_cut.loc[:cut, cols].reindex(a.index)
     pd.testing.assert_frame_equal(a, b)

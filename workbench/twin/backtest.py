@@ -21,10 +21,9 @@ import numpy as np
 import pandas as pd
 
 from workbench.data.ledger import DOWN, UP, MarketPosition
-from workbench.twin.steps import STATE_FEATURES, Normalizer
+from workbench.twin.steps import AGENT_FEATURES, ExitLevels, Normalizer, agent_state
 
 _DIRECTION = np.array([1, 1, 0, -1, -1])  # per class id in ACTIONS order
-AGENT_FEATURES = ("unrealized_pnl", "pnl_pct_position", "inventory", "position_size_ratio", "time_since_entry")
 
 
 class Policy(Protocol):
@@ -152,7 +151,8 @@ def _legs(pos: MarketPosition, qty: float, bid: float, ask: float) -> list[tuple
 
 
 def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: QuoteBook, execution: ExecutionModel,
-           normalizer: Normalizer, *, notional: float = 500.0, step_ms: int = 60_000) -> BacktestResult:
+           normalizer: Normalizer, *, notional: float = 500.0, step_ms: int = 60_000,
+           levels: ExitLevels | None = None) -> BacktestResult:
     """Run ``policy`` for ``len(names)`` agents over consecutive ``steps`` (a slice of the step table).
 
     Parameters
@@ -161,23 +161,28 @@ def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: Quot
         are; the agent features are recomputed for each agent).
     policy : Policy acting for all agents at once.
     names : agent names (e.g. ``"twin RTG=+2"``).
-    book, execution, normalizer : quotes and winners, order sizes, training normalisation.
+    book, execution, normalizer : quotes and winners, order sizes, training normalisation (its features are
+        the state; those of :data:`AGENT_FEATURES` are recomputed from each agent's own book).
     notional : USDC; rewards are fractions of it.
+    levels : take-profit / stop-loss levels of the agent features (as in the step table).
     """
+    levels = levels or ExitLevels()
     n = len(names)
     policy.reset(n)
     starts = (steps.index.as_unit("ms").asi8).astype(np.int64)
     slugs = steps["slug"].to_numpy(dtype=object)
     up_mid = steps["up_mid"].to_numpy(dtype=np.float64)
     base = normalizer.transform(steps)  # (n_steps, S): market part as recorded, agent part overwritten below
-    mu = np.array([normalizer.mean[c] for c in AGENT_FEATURES])
-    sd = np.array([normalizer.std[c] for c in AGENT_FEATURES])
+    agent_names = [c for c in normalizer.features if c in AGENT_FEATURES]
+    agent_cols = [normalizer.features.index(c) for c in agent_names]
+    mu = np.array([normalizer.mean[c] for c in agent_names])
+    sd = np.array([normalizer.std[c] for c in agent_names])
     books: list[dict[str, MarketPosition]] = [{} for _ in range(n)]
+    orders: list[dict[str, int]] = [{} for _ in range(n)]
     realized = np.zeros(n)
     equity = np.zeros((len(steps), n))
     actions = np.full((len(steps), n), 2, dtype=np.int64)
     fills: list[dict[str, object]] = []
-    agent_cols = [STATE_FEATURES.index(c) for c in AGENT_FEATURES]
     for i in range(len(steps)):
         s, slug = int(starts[i]), slugs[i]
         # settle every market that ended by now (the winner is public at the end)
@@ -185,13 +190,14 @@ def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: Quot
             for sl in [k for k, p in books[j].items() if book.end.get(k, np.inf) <= s and not p.settled]:
                 realized[j] += books[j][sl].settle(book.end[sl], book.winner[sl])
         mark = up_mid[i] if np.isfinite(up_mid[i]) else 0.5
-        agent = np.zeros((n, len(AGENT_FEATURES)))
-        for j in range(n):
-            p = books[j].get(slug, MarketPosition())
-            unreal = p.unrealized(mark)
-            cost = p.q_up * p.avg_up + p.q_down * p.avg_down
-            since = (s - p.entry_t) / 900_000 if p.entry_t is not None else 0.0
-            agent[j] = (unreal / notional, unreal / cost if cost > 0 else 0.0, p.net, abs(p.net), since)
+        pos = [books[j].get(slug, MarketPosition()) for j in range(n)]
+        st = agent_state(np.array([p.q_up for p in pos]), np.array([p.q_down for p in pos]),
+                         np.array([p.avg_up if p.q_up else 0.0 for p in pos]),
+                         np.array([p.avg_down if p.q_down else 0.0 for p in pos]),
+                         np.array([np.nan if p.entry_t is None else float(p.entry_t) for p in pos]),
+                         np.array([orders[j].get(slug, 0) for j in range(n)]), np.full(n, mark), np.full(n, s),
+                         notional, levels)
+        agent = np.stack([st[c] for c in agent_names], axis=1) if agent_names else np.zeros((n, 0))
         x = np.repeat(base[i: i + 1], n, axis=0)
         x[:, agent_cols] = np.nan_to_num(np.clip((agent - mu) / sd, -10, 10)).astype(np.float32)
         act = np.asarray(policy.act(i, x), dtype=np.int64)
@@ -204,6 +210,8 @@ def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: Quot
                     continue
                 p = books[j].setdefault(slug, MarketPosition())
                 qty = float(np.clip(p.net + size, -execution.max_inventory, execution.max_inventory) - p.net)
+                if round(qty, 2):
+                    orders[j][slug] = orders[j].get(slug, 0) + 1
                 for outcome, side, sz, px in _legs(p, round(qty, 2), bid, ask):
                     if sz <= 0:
                         continue

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from workbench.plots import NEUTRAL, SELL_COLOR, fit_width
+from workbench.plots import BUY_COLOR, NEUTRAL, SELL_COLOR, fit_width
 
 
 # ------------------------------------------------------------------------------------------------
@@ -51,19 +51,6 @@ def confusion_matrices(matrices: dict[str, np.ndarray], labels: tuple[str, ...])
     return fig
 
 
-def rtg_steering(distribution: pd.DataFrame, realised: pd.DataFrame, spearman: float) -> plt.Figure:
-    """Predicted action mix and the return the twin realises, against the target return-to-go."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=fit_width(13, 4))
-    distribution.plot.bar(stacked=True, ax=a1, rot=0, colormap="RdYlGn_r")
-    a1.set(xlabel="target RTG (x100 % of notional per window)", ylabel="share of steps", title="Action mix vs target")
-    a1.legend(fontsize=7, loc="upper right")
-    a2.plot(realised["target_rtg"], realised["realised"], marker="o", color=NEUTRAL)
-    a2.set(xlabel="target RTG", ylabel="realised return per window (same units)",
-           title=f"Realised return vs target (Spearman {spearman:+.2f})")
-    fig.tight_layout()
-    return fig
-
-
 def equity_curves(curves: dict[str, pd.Series], title: str) -> plt.Figure:
     """Cumulative P&L (USDC) of several agents over the same steps."""
     fig, ax = plt.subplots(figsize=fit_width(12, 4))
@@ -72,5 +59,26 @@ def equity_curves(curves: dict[str, pd.Series], title: str) -> plt.Figure:
     ax.axhline(0, color="k", lw=0.5)
     ax.set(ylabel="USDC", title=title)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def steering_figure(realised: pd.DataFrame, title: str = "Steering: realised return against the target") -> plt.Figure:
+    """Realised return on notional per target with its market-bootstrap interval, and the share of steps traded.
+
+    ``realised``: one row per target with ``target``, ``return``, ``ci_low``, ``ci_high``, ``trade_share``.
+    """
+    fig, ax = plt.subplots(figsize=fit_width(9.5, 4.0))
+    r = realised.sort_values("target")
+    ax.errorbar(r["target"], r["return"], yerr=[r["return"] - r["ci_low"], r["ci_high"] - r["return"]], fmt="o",
+                color=NEUTRAL, ecolor="#bbbbbb", capsize=2, label="realised return (95% CI over markets)")
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set(xlabel="target return (window, scaled RTG)", ylabel="return on notional, test period", title=title)
+    ax2 = ax.twinx()
+    ax2.plot(r["target"], r["trade_share"], color=BUY_COLOR, lw=1.2, label="share of steps traded")
+    ax2.set_ylabel("share of steps traded", color=BUY_COLOR)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig

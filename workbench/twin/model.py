@@ -87,6 +87,8 @@ class TraderDTConfig:
     mlp_ratio: int = 4  # hidden width of each block's MLP, in multiples of d_model
     activation: str = "gelu"  # MLP non-linearity: "gelu", "gelu_tanh" or "relu"
     layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
+    rtg_dropout: float = 0.0  # training only: share of windows whose RTG input is replaced by a learned "no target"
+    use_rtg: bool = True  # False: never read the RTG (an imitation-only transformer; the "no target" vector always)
 
 
 @dataclass
@@ -261,6 +263,8 @@ class TraderDecisionTransformer(nn.Module):
         cfg = self.config = _make_config(TraderDTConfig, config, overrides)
         self.start_index = cfg.action_dim  # the embedding row used as a_{-1}
         self.rtg_encoder = nn.Sequential(nn.Linear(1, cfg.d_rtg), nn.GELU(), nn.Linear(cfg.d_rtg, cfg.d_rtg))
+        if cfg.rtg_dropout > 0 or not cfg.use_rtg:  # only then: older checkpoints keep their exact state_dict keys
+            self.rtg_null = nn.Parameter(torch.zeros(cfg.d_rtg))
         self.state_encoder = nn.Sequential(nn.Linear(cfg.state_dim, cfg.d_state), nn.GELU(),
                                            nn.Linear(cfg.d_state, cfg.d_state))
         self.action_encoder = nn.Embedding(cfg.action_dim + 1, cfg.d_action)  # + START
@@ -313,6 +317,11 @@ class TraderDecisionTransformer(nn.Module):
             prev_valid = torch.cat([torch.zeros_like(valid[:, :1]), valid[:, :-1]], dim=1)  # (B, T)
             prev = torch.where(prev_valid, prev, start)  # (B, T)
         r = self.rtg_encoder(rtg.unsqueeze(-1).to(states.dtype))  # (B, T, d_rtg)
+        if not cfg.use_rtg:
+            r = self.rtg_null.expand_as(r)
+        elif self.training and cfg.rtg_dropout > 0:  # whole windows without a target: imitation must not lean on it
+            drop = torch.rand(B, 1, 1, device=r.device) < cfg.rtg_dropout  # (B, 1, 1)
+            r = torch.where(drop, self.rtg_null.expand_as(r), r)
         s = self.state_encoder(states)  # (B, T, d_state)
         a = self.action_encoder(prev)  # (B, T, d_action)
         x = self.input_proj(torch.cat([r, s, a], dim=-1))  # (B, T, C)

@@ -47,7 +47,83 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {  # noqa: E501
     "market microstructure": STATE_FEATURES[0:3], "technical context": STATE_FEATURES[3:6],
     "time and market clock": STATE_FEATURES[6:12], "agent state": STATE_FEATURES[12:17],
 }
+#: What a trader of these markets acts on, all causal (notebook 04 compares it with the seed's 17 features):
+#: the mispricing against a fair value priced from the last bar's own time stamp, momentum, the quote and its
+#: change, the clock with a late-window flag (fitted on the training period), and the position against the
+#: take-profit / stop-loss levels fitted to the trader's exits in notebook 03.
+TRADER_FEATURES: tuple[str, ...] = (
+    "edge_obs", "mom_z", "up_mid", "quote_change", "time_to_expiry", "late",
+    "upnl_per_share", "tp_distance", "sl_distance", "exit_signal", "inventory", "trades_in_market",
+)
+FEATURE_SETS: dict[str, tuple[str, ...]] = {"seed": STATE_FEATURES, "trader": TRADER_FEATURES}
+#: Features of the agent's own position: the replay recomputes them for each agent from its own book.
+AGENT_FEATURES: tuple[str, ...] = ("unrealized_pnl", "pnl_pct_position", "inventory", "position_size_ratio",
+                                   "time_since_entry", "upnl_per_share", "tp_distance", "sl_distance",
+                                   "exit_signal", "trades_in_market")
 MS = 1000
+
+
+@dataclass(frozen=True)
+class ExitLevels:
+    """Take-profit and stop-loss levels per share (Up-equivalent price units), e.g. notebook 03's fit."""
+
+    take_profit: float = 0.12
+    stop_loss: float = 0.15
+
+    @classmethod
+    def from_json(cls, path: Any) -> "ExitLevels":
+        """Read notebook 03's ``exit_barriers.json`` (``take_profit``, ``stop_loss``)."""
+        import json
+        from pathlib import Path
+
+        d = json.loads(Path(path).read_text())
+        return cls(float(d["take_profit"]), float(d["stop_loss"]))
+
+
+def agent_state(q_up: np.ndarray, q_down: np.ndarray, avg_up: np.ndarray, avg_down: np.ndarray,
+                entry_ms: np.ndarray, n_orders: np.ndarray, mark: np.ndarray, t_ms: np.ndarray, notional: float,
+                levels: ExitLevels) -> dict[str, np.ndarray]:
+    """The agent features of :data:`AGENT_FEATURES` from a position, as arrays of the same shape.
+
+    One function for the recorded trader (:func:`build_steps`, one value per step) and for every agent of
+    the replay (one value per agent), so that both see exactly the same definitions. ``mark`` is the Up mid
+    strictly before ``t_ms``; ``entry_ms`` NaN when flat; ``n_orders`` the agent's orders so far in this
+    market.
+    """
+    net = q_up - q_down
+    unreal = q_up * (mark - avg_up) + q_down * ((1 - mark) - avg_down)
+    cost = q_up * avg_up + q_down * avg_down
+    held = np.abs(net) > 1e-9
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_share = np.where(held, unreal / np.where(held, np.abs(net), 1.0), 0.0)
+        pct = np.where(cost > 0, unreal / np.where(cost > 0, cost, 1.0), 0.0)
+    reached = held & ((per_share >= levels.take_profit - 1e-12) | (per_share <= -levels.stop_loss + 1e-12))
+    return {"unrealized_pnl": unreal / notional, "pnl_pct_position": pct, "inventory": net,
+            "position_size_ratio": np.abs(net),
+            "time_since_entry": np.where(np.isfinite(entry_ms), (t_ms - entry_ms) / (MARKET_SECONDS * MS), 0.0),
+            "upnl_per_share": per_share, "tp_distance": np.where(held, per_share - levels.take_profit, 0.0),
+            "sl_distance": np.where(held, per_share + levels.stop_loss, 0.0),
+            "exit_signal": np.where(reached, -np.sign(net), 0.0), "trades_in_market": np.asarray(n_orders, float)}
+
+
+def fit_late_window(seconds_left: np.ndarray, traded: np.ndarray,
+                    candidates: tuple[float, ...] = (60, 120, 180, 240, 300, 360)) -> float:
+    """The late window (seconds before expiry) in which the trader trades at a different rate: the cutoff ``c``
+    maximising the likelihood of a two-rate Bernoulli model of "traded in the step" (rate inside ``< c`` vs
+    outside). Fit on the training period; used as the ``late`` flag."""
+    traded = np.asarray(traded, bool)
+    best, best_ll = float(candidates[0]), -np.inf
+    for c in candidates:
+        inside = seconds_left < c
+        ll = 0.0
+        for m in (inside, ~inside):
+            n, k = int(m.sum()), int(traded[m].sum())
+            if n and 0 < k < n:
+                p = k / n
+                ll += k * math.log(p) + (n - k) * math.log(1 - p)
+        if ll > best_ll:
+            best, best_ll = float(c), ll
+    return best
 
 
 def _market_start(t_ms: np.ndarray) -> np.ndarray:
@@ -62,8 +138,9 @@ def _asof_strict(times: np.ndarray, keys: np.ndarray, values: np.ndarray) -> np.
 
 
 def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFrame, features: pd.DataFrame,
-                *, notional: float = 500.0) -> pd.DataFrame:
-    """The per-step table: 17 causal state features, the trader's flow, equity and reward.
+                *, notional: float = 500.0, levels: ExitLevels | None = None) -> pd.DataFrame:
+    """The per-step table: the seed's 17 and the trader's causal state features, the trader's flow, equity and
+    reward.
 
     Parameters
     ----------
@@ -75,11 +152,14 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
         Notebook 02's feature table (index: UTC close time of one-minute bars).
     notional : float
         USDC the trader is assumed to commit; rewards and P&L features are fractions of it.
+    levels : ExitLevels, optional
+        Take-profit / stop-loss levels for the trader features (notebook 03's fit; default 0.12 / 0.15).
 
     Returns
     -------
     DataFrame indexed by step start (UTC), one row per step whose market is in the data, with the
-    columns of ``STATE_FEATURES`` plus ``slug``,
+    columns of ``STATE_FEATURES`` and of ``TRADER_FEATURES`` (except ``late``, added by the split that fits
+    its window) plus ``seconds_left``, ``slug``,
     ``flow`` (signed Up-equivalent shares traded in the step), ``n_fills``, ``equity`` (USDC at the
     step's end), ``reward`` (fraction of ``notional``), ``up_mid``, ``fair`` (Up probability implied by
     BTC's move since the market opened, the volatility and the time left), ``btc_close`` (last closed
@@ -117,6 +197,9 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
         if len(rows):
             up_mid[rows] = _asof_strict(s[rows], g["t"].to_numpy(), g["mid"].to_numpy())
     out["up_mid"] = up_mid
+    prev_mid = np.r_[np.nan, up_mid[:-1]]
+    same_market = np.r_[False, m_start[1:] == m_start[:-1]]
+    out["quote_change"] = up_mid - np.where(same_market, prev_mid, 0.5)  # a market opens at a fair value of 0.5
     sigma_sec = out["yz_vol"].to_numpy() / math.sqrt(60.0)  # one-minute Yang-Zhang -> per sqrt(second)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (btc_last - btc_open) / (sigma_sec * np.sqrt(np.maximum(left_s, 1.0)))
@@ -124,6 +207,14 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
     out["mom_z"] = np.where(jf >= 0, ret[np.maximum(jf, 0)], np.nan) / out["yz_vol"].to_numpy()
     out["fair"] = ndtr(z)
     out["fair_gap"] = out["fair"] - up_mid
+    # the same fair value priced from the bar's own time stamp: the time left counts from the last close, not from
+    # the step's start (the close is a few seconds older than the step)
+    close_ms = np.where(jf >= 0, f_t[np.maximum(jf, 0)], s)
+    left_close = np.maximum(left_s + (s - close_ms) / MS, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z_obs = (btc_last - btc_open) / (sigma_sec * np.sqrt(left_close))
+    out["edge_obs"] = ndtr(z_obs) - up_mid
+    out["seconds_left"] = left_s
     out["btc_close"] = np.exp(btc_last)
     out["btc_open"] = np.exp(btc_open)
     # ---- the trader's own position in the current market, strictly before the step ----------------
@@ -147,19 +238,17 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
         a_dn[rows] = np.where(ok, np.nan_to_num(g["avg_down"].to_numpy()[jj]), 0.0)
         since = g["time_since_entry_s"].to_numpy()[jj]
         entry[rows] = np.where(ok & np.isfinite(since), gt[jj] - since * MS, np.nan)
-    net = q_up - q_dn
     mark = np.nan_to_num(up_mid, nan=0.5)
-    unreal = q_up * (mark - a_up) + q_dn * ((1 - mark) - a_dn)
-    cost = q_up * a_up + q_dn * a_dn
-    out["unrealized_pnl"] = unreal / notional
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out["pnl_pct_position"] = np.where(cost > 0, unreal / cost, 0.0)
-    out["inventory"] = net
-    out["position_size_ratio"] = np.abs(net)  # scaled by the training maximum in fit_normalizer
-    out["time_since_entry"] = np.where(np.isfinite(entry), (s - entry) / (MARKET_SECONDS * MS), 0.0)
+    flow = b["wallet_flow"].to_numpy(dtype=np.float64)
+    traded = (np.abs(flow) > 1e-9).astype(float)
+    # orders so far in this market, strictly before the step
+    n_orders = pd.Series(traded).groupby(m_start).cumsum().to_numpy() - traded
+    agent = agent_state(q_up, q_dn, a_up, a_dn, entry, n_orders, mark, s, notional, levels or ExitLevels())
+    for c in AGENT_FEATURES:  # position_size_ratio is scaled by the training maximum in Normalizer.fit
+        out[c] = agent[c]
     # ---- flow, equity, reward ---------------------------------------------------------------------
     out["slug"] = slug
-    out["flow"] = b["wallet_flow"].to_numpy(dtype=np.float64)
+    out["flow"] = flow
     out["n_fills"] = b["wallet_trades"].to_numpy()
     equity = (b["realized_pnl_cum"] + b["unrealized_pnl"]).to_numpy(dtype=np.float64)
     out["equity"] = equity
@@ -289,7 +378,7 @@ def returns_to_go(rewards: np.ndarray, scale: float = 100.0) -> np.ndarray:
 
 
 def make_windows(states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, rows: np.ndarray, window: int = 128,
-                 stride: int | None = None, rtg_scale: float = 100.0) -> dict[str, np.ndarray]:
+                 stride: int | None = None, rtg_scale: float = 100.0, rtg_mode: str = "to_go") -> dict[str, np.ndarray]:
     """Cut consecutive steps ``rows`` into windows of ``window`` steps (the last one padded and masked).
 
     Parameters
@@ -297,6 +386,9 @@ def make_windows(states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, r
     states : (n, S) normalised states; actions : (n,) class ids; rewards : (n,) step returns.
     rows : indices of the steps to use, consecutive and increasing (one part of the split).
     stride : step between window starts (default ``window``: each step appears once).
+    rtg_mode : ``"to_go"`` (the Decision Transformer's ``RTG_t = sum_{k >= t} r_k``) or ``"window"`` (every step is
+        conditioned on the window's whole return ``RTG_0``: at inference the target stays fixed for the window,
+        and no step's input contains its own reward, which at a window's end gives the action away).
 
     Returns
     -------
@@ -322,7 +414,12 @@ def make_windows(states: np.ndarray, actions: np.ndarray, rewards: np.ndarray, r
         out["rewards"][i, :k] = rewards[r]
         out["mask"][i, :k] = True
         out["index"][i, :k] = r
-    out["rtg"] = returns_to_go(out["rewards"] * out["mask"], rtg_scale).astype(np.float32)
+    rtg = returns_to_go(out["rewards"] * out["mask"], rtg_scale)
+    if rtg_mode == "window":
+        rtg = np.repeat(rtg[:, :1], window, axis=1) * out["mask"]
+    elif rtg_mode != "to_go":
+        raise ValueError(f"rtg_mode must be 'to_go' or 'window', got {rtg_mode!r}")
+    out["rtg"] = rtg.astype(np.float32)
     return out
 
 

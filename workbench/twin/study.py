@@ -36,6 +36,10 @@ class TwinData:
     rewards: np.ndarray  # (n,)
     windows: dict[str, dict[str, np.ndarray]]
     rtg_scale: float = 100.0
+    features: tuple[str, ...] = S.STATE_FEATURES
+    late_window_s: float = 180.0
+    levels: S.ExitLevels = S.ExitLevels()
+    rtg_mode: str = "to_go"
 
     @property
     def masks(self) -> dict[str, np.ndarray]:
@@ -46,20 +50,37 @@ class TwinData:
 
 
 def prepare(steps: pd.DataFrame, *, train: float = 0.6, val: float = 0.2, gap: int = 128, window: int = 128,
-            train_stride: int = 64, rtg_scale: float = 100.0) -> TwinData:
-    """Chronological split, thresholds and normalisation fitted on the training part, windows per part."""
+            train_stride: int = 64, rtg_scale: float | str = 100.0, features: str | tuple[str, ...] = "seed",
+            levels: S.ExitLevels | None = None, rtg_mode: str = "to_go") -> TwinData:
+    """Chronological split; thresholds, the late window, the normalisation and (``rtg_scale="auto"``) the RTG
+    scale fitted on the training part; windows per part.
+
+    ``features`` names a set of :data:`workbench.twin.steps.FEATURE_SETS` (``"seed"``: the design's 17,
+    ``"trader"``: what the trader acts on) or lists columns. ``rtg_scale="auto"`` scales returns-to-go so that
+    the training windows' RTG_0 has unit standard deviation. ``rtg_mode``: see
+    :func:`workbench.twin.steps.make_windows`.
+    """
+    cols = S.FEATURE_SETS[features] if isinstance(features, str) else tuple(features)
     split = S.chronological_split(len(steps), train, val, gap)
     m = split.masks()
     flow = steps["flow"].to_numpy()
     th = S.fit_action_thresholds(flow[m["train"]])
     actions = S.classify_flow(flow, th)
-    norm = S.Normalizer.fit(steps[m["train"]])
+    late = S.fit_late_window(steps["seconds_left"].to_numpy()[m["train"]], np.abs(flow[m["train"]]) > th.hold)
+    steps = steps.assign(late=(steps["seconds_left"].to_numpy() < late).astype(float))
+    norm = S.Normalizer.fit(steps[m["train"]], cols)
     states = norm.transform(steps)
     rewards = steps["reward"].to_numpy()
+    if rtg_scale == "auto":
+        raw = S.make_windows(states, actions, rewards, np.flatnonzero(m["train"]), window, stride=train_stride,
+                             rtg_scale=1.0)["rtg"][:, 0]
+        rtg_scale = float(1.0 / max(np.std(raw), 1e-9))
     windows = {part: S.make_windows(states, actions, rewards, np.flatnonzero(m[part]), window,
-                                    stride=train_stride if part == "train" else window, rtg_scale=rtg_scale)
+                                    stride=train_stride if part == "train" else window, rtg_scale=float(rtg_scale),
+                                    rtg_mode=rtg_mode)
                for part in ("train", "val", "test")}
-    return TwinData(steps, split, th, norm, states, actions, rewards, windows, rtg_scale)
+    return TwinData(steps, split, th, norm, states, actions, rewards, windows, float(rtg_scale), cols, late,
+                    levels or S.ExitLevels(), rtg_mode)
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
@@ -116,10 +137,12 @@ def twin_probabilities(inference: Any, data: TwinData, part: str, mode: str = "c
     for i in range(len(w["mask"])):
         k = int(w["mask"][i].sum())
         st, ac, rw = w["states"][i, :k], w["actions"][i, :k], w["rewards"][i, :k] * data.rtg_scale
-        if mode == "causal":
-            out = inference.predict_with_target_rtg(st, target, actions=ac, rewards=rw)
+        if mode == "causal":  # the target, less the rewards already realised (fixed for the window in "window" mode)
+            out = inference.predict_with_target_rtg(st, target, actions=ac,
+                                                    rewards=rw if data.rtg_mode == "to_go" else None)
         elif mode == "hindsight":
-            out = inference.predict_with_target_rtg(st, float(w["rtg"][i, 0]), actions=ac, rewards=rw)
+            out = inference.predict_with_target_rtg(st, float(w["rtg"][i, 0]), actions=ac,
+                                                    rewards=rw if data.rtg_mode == "to_go" else None)
         else:
             raise ValueError(f"mode must be causal or hindsight, got {mode!r}")
         logits = out["action_logits"] + (adjustment if adjustment is not None else 0.0)
@@ -191,7 +214,7 @@ class TwinPolicy:
 
     def __init__(self, model: Any, targets: list[float], rtg_scale: float = 100.0, device: str = "cpu",
                  horizon: int | None = None, logit_adjustment: np.ndarray | None = None, sample: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, rtg_mode: str = "to_go") -> None:
         import torch
 
         self.torch = torch
@@ -204,6 +227,7 @@ class TwinPolicy:
         self.adjust = None if logit_adjustment is None else torch.as_tensor(logit_adjustment, dtype=torch.float32)
         self.sample = sample
         self.seed = seed
+        self.decreasing = rtg_mode == "to_go"  # "window": the target stays fixed for the whole window
 
     def reset(self, n_agents: int) -> None:
         if n_agents != len(self.targets):
@@ -241,7 +265,56 @@ class TwinPolicy:
         return act
 
     def observe(self, rewards: np.ndarray) -> None:
-        self.rtg = self.rtg - np.asarray(rewards, np.float32) * self.scale
+        if self.decreasing:
+            self.rtg = self.rtg - np.asarray(rewards, np.float32) * self.scale
+
+
+STACK_PREFIX = "gbm_logp_"
+
+
+def augment(data: TwinData, probs: np.ndarray) -> tuple[TwinData, dict[str, np.ndarray]]:
+    """``data`` with the log-probabilities of another model (e.g. :func:`workbench.twin.baselines.stacked_gbm`)
+    appended to every state, standardised on the training period, windows rebuilt. Returns the new data and the
+    standardisation (``mean``, ``std`` per class) the replay needs to build the same inputs online."""
+    lp = np.log(np.clip(probs, 1e-6, 1.0))
+    tr = data.rows("train")
+    stats = {"mean": lp[tr].mean(axis=0), "std": lp[tr].std(axis=0) + 1e-9}
+    states = np.hstack([data.states, ((lp - stats["mean"]) / stats["std"]).astype(np.float32)])
+    first = data.windows["train"]["index"]
+    stride = int(first[1, 0] - first[0, 0]) if len(first) > 1 else data.windows["train"]["mask"].shape[1]
+    window = data.windows["train"]["mask"].shape[1]
+    windows = {part: S.make_windows(states, data.actions, data.rewards, data.rows(part), window,
+                                    stride=stride if part == "train" else window, rtg_scale=data.rtg_scale,
+                                    rtg_mode=data.rtg_mode) for part in ("train", "val", "test")}
+    names = data.features + tuple(f"{STACK_PREFIX}{a}" for a in ACTIONS)
+    out = TwinData(**{**data.__dict__, "states": states, "windows": windows, "features": names})
+    return out, stats
+
+
+class BoostedTwinPolicy:
+    """A twin trained on states augmented by a boosted model's probabilities (:func:`augment`), acting in the
+    replay: at each step the booster reads the agent's own state history and past actions, its standardised
+    log-probabilities are appended, and the twin acts on the result."""
+
+    def __init__(self, twin: "TwinPolicy", booster: Any, stats: dict[str, np.ndarray]) -> None:
+        from workbench.twin.baselines import ProbabilityPolicy
+
+        self.twin, self.stats = twin, stats
+        self.reader = ProbabilityPolicy(booster, sample=False)  # keeps the history the booster reads
+
+    def reset(self, n_agents: int) -> None:
+        self.twin.reset(n_agents)
+        self.reader.reset(n_agents)
+
+    def act(self, step: int, states: np.ndarray) -> np.ndarray:
+        probs = self.reader.proba(states)
+        lp = (np.log(np.clip(probs, 1e-6, 1.0)) - self.stats["mean"]) / self.stats["std"]
+        act = self.twin.act(step, np.hstack([states, lp]).astype(np.float32))
+        self.reader.record(act)
+        return act
+
+    def observe(self, rewards: np.ndarray) -> None:
+        self.twin.observe(rewards)
 
 
 def hidden_score_r2(data: TwinData, decisions: pd.DataFrame) -> pd.Series:
@@ -283,6 +356,24 @@ def verdict(table: pd.DataFrame, twin: str, others: list[str]) -> str:
     return f"The twin does NOT beat {', '.join(lost)} on test macro-F1: {f1[twin]:.3f} against {values}."
 
 
+def replay_verdict(returns: pd.DataFrame, model: str, trader: str = "the trader (recorded)") -> str:
+    """A plain sentence: does ``model``'s replay return interval overlap the recorded trader's?"""
+    m, tr = returns.loc[model], returns.loc[trader]
+    overlap = m["ci_high"] >= tr["ci_low"] and tr["ci_high"] >= m["ci_low"]
+    return (f"{model}: return {m['return']:+.3f} of notional [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}] against the "
+            f"recorded trader's {tr['return']:+.3f} [{tr['ci_low']:+.3f}, {tr['ci_high']:+.3f}]: the intervals "
+            + ("overlap." if overlap else "do NOT overlap: the twin does not earn what the trader earns."))
+
+
+def steering_verdict(steer: dict[str, Any]) -> str:
+    """A plain sentence on the steering test (see :func:`workbench.twin.steering.steering`)."""
+    lo, hi = steer["spearman_ci"]
+    works = steer["spearman"] >= 0.8 and lo > 0
+    return (f"Steering {'works' if works else 'does NOT work'}: Spearman(target, realised return) = "
+            f"{steer['spearman']:+.2f} [{lo:+.2f}, {hi:+.2f}] over {steer['n_targets']} targets "
+            f"(P of a value this high without steering: {steer['p_no_steering']:.2f}).")
+
+
 def real_wallet_summary(positions: pd.DataFrame, bars: pd.DataFrame, wallet: str, window: int = 128) -> pd.Series:
     """What a real Data-API export offers the twin: steps, fills, the class balance of its flow (thresholds
     fitted on its first 60%), and how many ``window``-step windows it would give."""
@@ -313,6 +404,33 @@ def loaders(data: TwinData, batch_size: int = 32, seed: int = 0) -> tuple[Any, A
     return make("train", True), make("val", False)
 
 
+def train_twin(data: TwinData, checkpoint_dir: Any, *, d_model: int = 64, n_layers: int = 3, n_heads: int = 4,
+               dropout: float = 0.1, rtg_dropout: float = 0.5, epochs: int = 30, patience: int = 6,
+               batch_size: int = 32, learning_rate: float = 3e-4, warmup_steps: int = 50, select_on: str = "action_ce",
+               class_weights: np.ndarray | None = None, seed: int = 0) -> tuple[Any, pd.DataFrame]:
+    """Build and train a :class:`~workbench.twin.TraderDecisionTransformer` on ``data``'s windows (seeded), with
+    early stopping and the checkpoint (``checkpoint_dir/best_model.pt``, normalisation and RTG settings inside)
+    on ``select_on``. Returns the trainer (best weights loaded) and its history."""
+    import torch
+
+    from workbench.twin.model import TraderDecisionTransformer
+    from workbench.twin.train import TraderTrainer
+
+    torch.manual_seed(seed)
+    train_loader, val_loader = loaders(data, batch_size, seed)
+    window = data.windows["train"]["mask"].shape[1]
+    model = TraderDecisionTransformer(state_dim=data.states.shape[1], action_dim=len(ACTIONS), d_model=d_model,
+                                      n_layers=n_layers, n_heads=n_heads, dropout=dropout, max_len=window,
+                                      rtg_dropout=rtg_dropout)
+    trainer = TraderTrainer(model, learning_rate=learning_rate, warmup_steps=warmup_steps, seed=seed,
+                            select_on=select_on, class_weights=class_weights)
+    norm = {**data.normalizer.to_dict(), "features": list(data.features), "rtg_scale": data.rtg_scale,
+            "rtg_mode": data.rtg_mode}
+    history = trainer.fit(train_loader, val_loader, epochs=epochs, patience=patience, checkpoint_dir=checkpoint_dir,
+                          normalization=norm)
+    return trainer, history
+
+
 def logit_adjustment(class_weights: np.ndarray | None) -> np.ndarray | None:
     """``-log w``: training with class weights ``w`` makes the model's probabilities proportional to
     ``w_k p_k``; subtracting ``log w_k`` from the logits recovers the behaviour's own ``p_k`` for acting
@@ -324,8 +442,11 @@ def logit_adjustment(class_weights: np.ndarray | None) -> np.ndarray | None:
 
 def from_meta(steps: pd.DataFrame, meta: dict[str, Any]) -> TwinData:
     """Rebuild notebook 04's :class:`TwinData` from its saved step table and ``twin.json``."""
+    levels = S.ExitLevels(**meta["levels"]) if meta.get("levels") else None
     return prepare(steps, train=meta["train_fraction"], val=meta["val_fraction"], gap=meta["gap"],
-                   window=meta["window"], train_stride=meta["train_stride"], rtg_scale=meta["rtg_scale"])
+                   window=meta["window"], train_stride=meta["train_stride"], rtg_scale=meta["rtg_scale"],
+                   features=tuple(meta.get("features", S.STATE_FEATURES)), levels=levels,
+                   rtg_mode=meta.get("rtg_mode", "to_go"))
 
 
 def periods(data: TwinData) -> pd.Series:
@@ -336,9 +457,11 @@ def periods(data: TwinData) -> pd.Series:
     return pd.Series(lab, index=data.steps.index, name="period")
 
 
-def actions_at(inference: Any, data: TwinData, times_ms: np.ndarray, targets: dict[str, float]) -> dict[str, np.ndarray]:
-    """The twin's most likely class (class-weighted, as trained) at given step times, per named target
-    RTG, in the causal mode; steps in the gaps between periods get HOLD."""
+def actions_at(inference: Any, data: TwinData, times_ms: np.ndarray, targets: dict[str, float],
+               rule: tuple[np.ndarray, float] | None = None) -> dict[str, np.ndarray]:
+    """The twin's class at given step times, per named target RTG, in the causal mode: the argmax, or with
+    ``rule = (prior, exponent)`` the decision rule of :func:`workbench.twin.evaluate.decide` (notebook 04 saves
+    both in ``twin.json``); steps in the gaps between periods get HOLD."""
     pos = data.steps.index.get_indexer(pd.to_datetime(np.asarray(times_ms), unit="ms", utc=True))
     if (pos < 0).any():
         raise ValueError("some times are not step starts of the twin's table")
@@ -346,6 +469,12 @@ def actions_at(inference: Any, data: TwinData, times_ms: np.ndarray, targets: di
     for name, tg in targets.items():
         full = np.full(len(data.steps), 2)
         for part in ("train", "val", "test"):
-            full[data.rows(part)] = twin_predictions(inference, data, part, "causal", tg)
+            if rule is None:
+                full[data.rows(part)] = twin_predictions(inference, data, part, "causal", tg)
+            else:
+                from workbench.twin.evaluate import decide
+
+                p = twin_probabilities(inference, data, part, "causal", tg)
+                full[data.rows(part)] = decide(p, np.asarray(rule[0]), float(rule[1]))
         out[name] = full[pos]
     return out

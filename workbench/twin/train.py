@@ -199,13 +199,17 @@ class TraderTrainer:
         Passed to ``Accelerator``.
     verbose : bool
         Print one line per epoch.
+    select_on : {"loss", "action_ce", "macro_f1"}
+        What early stopping and the checkpoint choice follow on the validation period: the training objective,
+        the unweighted action cross-entropy (imitation itself, whatever the RTG term does), or macro-F1.
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device | None = None, learning_rate: float = 1e-4,
                  weight_decay: float = 0.01, warmup_steps: int = 100, grad_clip: float | None = 1.0,
                  action_loss_weight: float = 1.0, rtg_loss_weight: float = 0.1,
                  class_weights: Iterable[float] | None = None, seed: int = 0, min_lr_ratio: float = 0.1,
-                 betas: tuple[float, float] = (0.9, 0.95), mixed_precision: str = "no", verbose: bool = False) -> None:
+                 betas: tuple[float, float] = (0.9, 0.95), mixed_precision: str = "no", verbose: bool = False,
+                 select_on: str = "loss") -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -220,6 +224,9 @@ class TraderTrainer:
         self.rtg_loss_weight = rtg_loss_weight
         self.min_lr_ratio = min_lr_ratio
         self.verbose = verbose
+        if select_on not in ("loss", "action_ce", "macro_f1"):
+            raise ValueError(f"select_on must be loss, action_ce or macro_f1, got {select_on!r}")
+        self.select_on = select_on
         decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
         self._optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
@@ -292,14 +299,16 @@ class TraderTrainer:
         weights = self.class_weights.cpu() if self.class_weights is not None else None
         if target.numel():
             ce = F.cross_entropy(logits, target, weight=weights).item()
+            plain_ce = F.cross_entropy(logits, target).item()
             mse = F.mse_loss(rtg_pred[mask], rtg_target[mask]).item()
         else:
-            ce = mse = float("nan")
+            ce = plain_ce = mse = float("nan")
         pred = logits.argmax(-1).numpy()
         y = target.numpy()
         return {
             "loss": self.action_loss_weight * ce + self.rtg_loss_weight * mse,
             "action_ce": ce,
+            "action_ce_unweighted": plain_ce,
             "rtg_mse": mse,
             "accuracy": float((pred == y).mean()) if y.size else float("nan"),
             "macro_f1": float(f1_score(y, pred, average="macro", zero_division=0)) if y.size else float("nan"),
@@ -312,7 +321,7 @@ class TraderTrainer:
     def fit(self, train_loader: DataLoader, val_loader: DataLoader, epochs: int = 20, patience: int = 5,
             checkpoint_dir: str | os.PathLike[str] | None = None, normalization: Mapping[str, Any] | None = None,
             min_delta: float = 0.0, restore_best: bool = True) -> pd.DataFrame:
-        """Train with early stopping on the validation loss.
+        """Train with early stopping on the validation criterion (``select_on``: the loss by default).
 
         Parameters
         ----------
@@ -377,8 +386,10 @@ class TraderTrainer:
                 acc.print(f"epoch {epoch:3d}  train {r['train_loss']:.4f}  val {r['val_loss']:.4f}  "
                           f"acc {r['val_accuracy']:.3f}  F1 {r['val_macro_f1']:.3f}  rtg mse {r['val_rtg_mse']:.4f}  "
                           f"lr {r['lr']:.2e}  {r['seconds']:.1f}s")
-            if val["loss"] < best - min_delta:
-                best, bad = val["loss"], 0
+            crit = {"loss": val["loss"], "action_ce": val["action_ce_unweighted"],
+                    "macro_f1": -val["macro_f1"]}[self.select_on]  # lower is better
+            if crit < best - min_delta:
+                best, bad = crit, 0
                 self.best_epoch, self.best_metrics = epoch, val
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in acc.unwrap_model(self.model)
                                             .state_dict().items()})
