@@ -41,7 +41,7 @@ lab: venv ## open JupyterLab on the notebooks (each .ipynb is paired with its .p
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: venv ## run the benchmarks (timings and speed ratios)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/*.py; do echo "== $$b"; WORKBENCH_PROGRESS=0 $(PY) $$b || exit 1; done
 
 clean: ## remove generated runs, figures and processed data (keeps data/raw and .venv)
 	rm -rf runs figures/*.png figures/*.html figures/*.js data/interim data/processed models

@@ -100,8 +100,12 @@ class Analyst:
         self.stop_distance = stop_distance
         self.tp_distance = take_profit_distance
 
-    def decide(self, f: Facts, signal: str | None = None) -> TradeParams:
-        """The analyst's decision (or the parameters of a given ``signal`` chosen by someone else)."""
+    def decide(self, f: Facts, signal: str | None = None, stop_distance: float | None = None,
+               take_profit_distance: float | None = None, size_fraction: float = 1.0) -> TradeParams:
+        """The analyst's decision (or the parameters of a given ``signal`` chosen by someone else).
+
+        ``stop_distance`` / ``take_profit_distance`` (Up-price units) override the analyst's for this decision;
+        ``size_fraction`` in (0, 1] takes that share of the risk-budget size (so the risk rule still holds)."""
         votes = implied_direction(f, self.v)
         if signal is None:
             signal = "BUY" if votes >= 2 else ("SELL" if votes <= -2 else "HOLD")
@@ -114,21 +118,24 @@ class Analyst:
         conf = round(0.5 + 0.4 * strength, 2)
         entry = f.up_ask if signal == "BUY" else f.up_bid
         sgn = 1 if signal == "BUY" else -1
-        stop = round(min(max(entry - sgn * self.stop_distance, 0.01), 0.99), 2)
-        tp = round(min(max(entry + sgn * self.tp_distance, 0.01), 0.99), 2)
+        stop_d = self.stop_distance if stop_distance is None else stop_distance
+        tp_d = self.tp_distance if take_profit_distance is None else take_profit_distance
+        stop = round(min(max(entry - sgn * stop_d, 0.01), 0.99), 2)
+        tp = round(min(max(entry + sgn * tp_d, 0.01), 0.99), 2)
         budget = self.v.max_risk_fraction * f.capital * conf
-        size = float(max(1, math.floor(budget / max(abs(entry - stop), 0.01))))
+        size = float(max(1, math.floor(size_fraction * budget / max(abs(entry - stop), 0.01))))
         return TradeParams(signal, conf, size, round(entry, 2), stop, tp)
 
-    def write(self, f: Facts, signal: str | None = None, mistakes: Iterable[str] = ()) -> Analysis:
+    def write(self, f: Facts, signal: str | None = None, mistakes: Iterable[str] = (), **risk: Any) -> Analysis:
         """The analysis of ``f``. ``signal`` forces the decision (e.g. to explain another agent's
-        action); ``mistakes`` injects errors from ``MISTAKES``."""
+        action); ``mistakes`` injects errors from ``MISTAKES``; ``risk`` overrides the trade's stop, take
+        profit and size (the keywords of :meth:`decide`), and the analysis states them."""
         mistakes = list(mistakes)
         unknown = set(mistakes) - set(MISTAKES)
         if unknown:
             raise ValueError(f"unknown mistakes {sorted(unknown)}; known: {MISTAKES}")
         v, rng = self.v, self.rng
-        p = self.decide(f, signal)
+        p = self.decide(f, signal, **risk)
         injected: dict[str, str] = {}
         if "inconsistent_signal" in mistakes:
             votes = implied_direction(f, v)
@@ -136,7 +143,7 @@ class Analyst:
             if abs(votes) <= 2 and p.signal != "HOLD":  # a HOLD-compatible picture: a strong call against it
                 flipped = "SELL" if p.signal == "BUY" else "BUY"
             if not signal_consistent(str(flipped), votes):
-                p = self.decide(f, str(flipped))
+                p = self.decide(f, str(flipped), **risk)
                 injected["inconsistent_signal"] = "signal_generation"
         if "risk_violation" in mistakes and p.signal != "HOLD":
             p.size = float(math.ceil(p.size * 3.5))

@@ -42,26 +42,35 @@ def reliability_diagram(tables: dict[str, pd.DataFrame], title: str = "Stated co
 
 
 def pickers(table: pd.DataFrame, title: str = "Best-of-n by each scorer on the test period") -> plt.Figure:
-    """True-step share and mean return of the candidate each scorer picks."""
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=fit_width(13, 0.5 * len(table) + 2))
+    """Expected value and realised return per share of the candidate each scorer picks, with 95% intervals
+    (``table`` from :func:`workbench.rlaif.yardsticks.judge_pickers`)."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=fit_width(9.5, 0.45 * len(table) + 2), sharey=True)
     names = list(table.index)
-    a1.barh(names, table["true_step_share"].astype(float), color=BUY_COLOR)
-    a1.set(xlabel="share of true steps", xlim=(0, 1))
-    a2.barh(names, table["mean_return"].astype(float), color=NEUTRAL)
-    a2.axvline(0, color="k", lw=0.6)
-    a2.set(xlabel="mean return per share (Up-price units)")
-    a2.set_yticks([])
+    y = np.arange(len(names))
+    for ax, col, ci, label in ((a1, "mean_ev", "ev_ci", "expected value per share (truth)"),
+                               (a2, "mean_return", "return_ci", "realised return per share")):
+        m = table[col].astype(float).to_numpy()
+        lo = np.array([c[0] for c in table[ci]])
+        hi = np.array([c[1] for c in table[ci]])
+        ax.errorbar(m, y, xerr=[m - lo, hi - m], fmt="o", color=NEUTRAL, ecolor="#bbbbbb", capsize=2)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set(xlabel=label)
+    a1.set_yticks(y, names, fontsize=8)
+    a1.invert_yaxis()
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
-def monitor_figure(table: pd.DataFrame, threshold: float, title: str = "Reward model vs outcomes, rolling") -> plt.Figure:
+def monitor_figure(table: pd.DataFrame, retrain: float = 0.3, fine: float = 0.5,
+                   title: str = "Reward model vs outcomes within decision points, rolling") -> plt.Figure:
+    """The rolling within-point correlation with the seed's two thresholds."""
     fig, ax = plt.subplots(figsize=fit_width(12, 3.4))
     ax.plot(table["time"], table["spearman"], color=NEUTRAL, lw=1)
-    ax.axhline(threshold, color=SELL_COLOR, ls="--", lw=1, label=f"alert threshold {threshold}")
+    ax.axhline(fine, color=BUY_COLOR, ls="--", lw=1, label=f"fine above {fine}")
+    ax.axhline(retrain, color=SELL_COLOR, ls="--", lw=1, label=f"retrain below {retrain}")
     ax.axhline(0, color="k", lw=0.5)
-    ax.set(ylabel="Spearman(score, return)", title=title)
+    ax.set(ylabel="mean within-point Spearman", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -120,17 +120,24 @@ NUMERIC_KEYS = ("minutes_left", "btc_move_pct", "up_bid", "up_ask", "up_mid", "f
 
 
 def decision_vector(d: TradingDecision) -> np.ndarray:
-    """Numeric input of a decision: facts at decision time, the action (one-hot), confidence, size and
-    where the entry sits against the fair value (signed by the action)."""
+    """Numeric input of a decision: facts at decision time, the action (one-hot), confidence, size, where the
+    entry sits against the fair value (signed by the action), and the trade's exit plan: distances to its stop and
+    take profit (Up-price units) and its holding time (minutes; 0 for HOLD)."""
     f = d.features
     base = [float(f.get(k, 0.0)) if np.isfinite(f.get(k, np.nan)) else 0.0 for k in NUMERIC_KEYS]
     onehot = [0.0, 0.0, 0.0]
     onehot[ACTION_INDEX[d.action]] = 1.0
-    edge = d.direction * (float(f.get("fair", 0.5)) - (d.entry_price if np.isfinite(d.entry_price) else f.get("up_mid", 0.5)))
-    return np.asarray(base + onehot + [float(d.confidence), math.log1p(max(d.size, 0.0)), edge], dtype=np.float32)
+    entry = d.entry_price if np.isfinite(d.entry_price) else f.get("up_mid", 0.5)
+    edge = d.direction * (float(f.get("fair", 0.5)) - entry)
+    trade = d.action != "HOLD"
+    stop = abs(entry - d.stop_loss) if trade and np.isfinite(d.stop_loss) else 0.0
+    target = abs(d.take_profit - entry) if trade and np.isfinite(d.take_profit) else 0.0
+    hold = float(d.metadata.get("hold_ms", 0)) / 60_000 if trade else 0.0
+    return np.asarray(base + onehot + [float(d.confidence), math.log1p(max(d.size, 0.0)), edge, stop, target, hold],
+                      dtype=np.float32)
 
 
-NUMERIC_DIM = len(NUMERIC_KEYS) + 3 + 3
+NUMERIC_DIM = len(NUMERIC_KEYS) + 3 + 6
 
 
 def fit_standardizer(model: nn.Module, x: torch.Tensor) -> None:

@@ -58,16 +58,21 @@ class TradingDecision:
             raise ValueError(f"action must be BUY, SELL or HOLD, got {self.action!r}")
         if not 0.0 <= float(self.confidence) <= 1.0:
             raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
-        if not self.id:
-            self.id = decision_id(self.source, self.symbol, self.time)
+        if not self.id:  # the content is part of the id: a changed decision is a new decision, not a silent no-op
+            content = (f"{self.action}|{float(self.size):g}|{float(self.entry_price):g}|{float(self.stop_loss):g}|"
+                       f"{float(self.take_profit):g}|{self.metadata.get('hold_ms', '')}|"
+                       + hashlib.sha1(self.analysis.encode()).hexdigest())
+            self.id = decision_id(self.source, self.symbol, self.time, content)
 
     @property
     def direction(self) -> int:
         return {"BUY": 1, "SELL": -1, "HOLD": 0}[self.action]
 
 
-def decision_id(source: str, symbol: str, time: int) -> str:
-    return uuid.uuid5(_NS, f"{source}|{symbol}|{int(time)}").hex
+def decision_id(source: str, symbol: str, time: int, content: str = "") -> str:
+    """Deterministic id of a decision: who decided, on what, when, and (``content``) what exactly was decided, so
+    that recording the same decision twice is idempotent while a different decision never takes an old one's id."""
+    return uuid.uuid5(_NS, f"{source}|{symbol}|{int(time)}|{content}").hex
 
 
 @dataclass

@@ -7,7 +7,6 @@ source, preference generator, reward models) that would run unchanged against a 
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -18,7 +17,7 @@ from workbench.analysis.analyst import Analyst, prompt_from_facts
 from workbench.analysis.facts import STEP_TITLES, Facts, facts_from_steps
 from workbench.analysis.rlconfig import STEPS
 from workbench.analysis.verifier import StepVerifier
-from workbench.metrics import bootstrap_ci, brier, ece
+from workbench.metrics import brier, ece
 from workbench.rlaif.candidates import candidates_at
 from workbench.rlaif.store import Outcome, PreferencePair, TradingDecision
 from workbench.rlaif.tracker import evaluate
@@ -54,17 +53,19 @@ def decision_points(steps: pd.DataFrame, periods: pd.Series, every: int, book: A
 
 
 def candidates(points: pd.DataFrame, facts: Sequence[Facts], analyst: Analyst, twin_actions: dict[str, np.ndarray],
-               seed: int = 0, mistake_sources: int = 2, subset: np.ndarray | None = None) -> list[TradingDecision]:
+               seed: int = 0, mistake_sources: int = 2, subset: np.ndarray | None = None,
+               vary: bool = False) -> list[TradingDecision]:
     """All candidate decisions at the chosen decision points (``subset`` of row numbers, default all).
 
-    ``twin_actions[name]`` holds the twin's class at each decision point (aligned with ``points``).
+    ``twin_actions[name]`` holds the twin's class at each decision point (aligned with ``points``); ``vary``: see
+    :func:`workbench.rlaif.candidates.candidates_at`.
     """
     rng = np.random.default_rng(seed)
     idx = np.arange(len(points)) if subset is None else np.asarray(subset)
     out: list[TradingDecision] = []
     for i in idx:
         twin = {name: int(a[i]) for name, a in twin_actions.items()}
-        for d in candidates_at(facts[i], int(points["time"].iloc[i]), analyst, rng, twin, mistake_sources, int(i)):
+        for d in candidates_at(facts[i], int(points["time"].iloc[i]), analyst, rng, twin, mistake_sources, int(i), vary):
             d.metadata["period"] = points["period"].iloc[i]
             out.append(d)
     return out
@@ -86,17 +87,6 @@ def split_pairs(pairs: Sequence[PreferencePair]) -> dict[str, list[PreferencePai
     for p in pairs:
         out[p.chosen.metadata.get("period", "train")].append(p)
     return out
-
-
-def heuristic_pair_accuracy(pairs: Sequence[PreferencePair]) -> dict[str, float]:
-    """Trivial baselines on held-out pairs: prefer the higher stated confidence (ties: half credit), and
-    prefer a trade over a HOLD."""
-    conf = [1.0 if p.chosen.confidence > p.rejected.confidence else 0.5 if p.chosen.confidence == p.rejected.confidence
-            else 0.0 for p in pairs]
-    trade = [1.0 if (p.chosen.action != "HOLD") > (p.rejected.action != "HOLD") else
-             0.5 if (p.chosen.action != "HOLD") == (p.rejected.action != "HOLD") else 0.0 for p in pairs]
-    return {"prefer higher confidence": float(np.mean(conf)) if pairs else float("nan"),
-            "prefer trading over holding": float(np.mean(trade)) if pairs else float("nan")}
 
 
 def step_texts(decisions: Sequence[TradingDecision]) -> list[list[str]]:
@@ -128,33 +118,6 @@ def by_point(decisions: Sequence[TradingDecision]) -> dict[int, list[TradingDeci
     return out
 
 
-def pick(groups: dict[int, list[TradingDecision]], score: dict[str, float]) -> dict[int, TradingDecision]:
-    """The highest-scoring candidate at each decision point (best-of-n; ties: the first listed)."""
-    return {k: max(ds, key=lambda d: score[d.id]) for k, ds in groups.items()}
-
-
-def compare_pickers(picks: dict[str, dict[int, TradingDecision]], outs: dict[str, Outcome], verdicts: pd.DataFrame,
-                    n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """For each way of choosing one candidate per decision point: the chosen analyses' share of true
-    steps and self-consistency, and the market result of following them (mean return per share, win
-    rate over trades), with bootstrap 95% intervals."""
-    rows = {}
-    for name, chosen in picks.items():
-        ds = list(chosen.values())
-        ret = np.array([outs[d.id].ret if d.id in outs else np.nan for d in ds])
-        traded = np.array([d.action != "HOLD" for d in ds])
-        true_share = verdicts.loc[[d.id for d in ds], "true_step_share"].to_numpy()
-        m, lo, hi = bootstrap_ci(ret, n_boot=n_boot, seed=seed)
-        ts, tlo, thi = bootstrap_ci(true_share, n_boot=n_boot, seed=seed)
-        wins = (ret[traded] > 0).astype(float)
-        w, wlo, whi = bootstrap_ci(wins, n_boot=n_boot, seed=seed)
-        rows[name] = {"true_step_share": ts, "true_step_ci": f"[{tlo:.2f}, {thi:.2f}]",
-                      "self_consistent": float(verdicts.loc[[d.id for d in ds], "self_consistent"].mean()),
-                      "mean_return": m, "return_ci": f"[{lo:+.4f}, {hi:+.4f}]", "trades": int(traded.sum()),
-                      "win_rate": w, "win_rate_ci": f"[{wlo:.2f}, {whi:.2f}]"}
-    return pd.DataFrame(rows).T
-
-
 def calibration_by_source(decisions: Sequence[TradingDecision], outs: dict[str, Outcome], n_bins: int = 10
                           ) -> pd.DataFrame:
     """Stated confidence against realised success (a trade that made money), per source: ECE and Brier."""
@@ -166,47 +129,6 @@ def calibration_by_source(decisions: Sequence[TradingDecision], outs: dict[str, 
         rows[src] = {"trades": len(g), "mean_confidence": g["confidence"].mean(), "success_rate": g["success"].mean(),
                      "ece": ece(g["confidence"], g["success"], n_bins), "brier": brier(g["confidence"], g["success"])}
     return pd.DataFrame(rows).T
-
-
-def ab_replay(baseline: dict[int, TradingDecision], guided: dict[int, TradingDecision], outs: dict[str, Outcome],
-              n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, tuple[float, float, float]]:
-    """Baseline decisions against reward-guided best-of-n decisions at the same decision points: P&L per
-    point (USDC, size x return), Sharpe of per-point P&L, win rate; and the bootstrap interval of the
-    mean per-point P&L difference (guided - baseline)."""
-    keys = sorted(set(baseline) & set(guided))
-    pnl = {name: np.array([outs[picks[k].id].pnl if picks[k].id in outs else 0.0 for k in keys])
-           for name, picks in (("baseline", baseline), ("reward-guided best-of-n", guided))}
-    rows = {}
-    for name, x in pnl.items():
-        traded = np.array([(baseline if name == "baseline" else guided)[k].action != "HOLD" for k in keys])
-        rows[name] = {"points": len(x), "total_pnl": x.sum(), "mean_pnl": x.mean(),
-                      "sharpe_per_point": x.mean() / x.std(ddof=1) if x.std(ddof=1) > 0 else 0.0,
-                      "win_rate": float((x[traded] > 0).mean()) if traded.any() else float("nan"),
-                      "trades": int(traded.sum())}
-    diff = bootstrap_ci(pnl["reward-guided best-of-n"] - pnl["baseline"], n_boot=n_boot, seed=seed)
-    return pd.DataFrame(rows).T, diff
-
-
-@dataclass
-class MonitorResult:
-    table: pd.DataFrame
-    alerts: int
-
-
-def monitor(times: np.ndarray, scores: np.ndarray, returns: np.ndarray, window: int = 100, threshold: float = 0.05
-            ) -> MonitorResult:
-    """Rolling Spearman correlation between reward-model scores and realised returns, in time order, with
-    a warning when it falls below ``threshold`` (the reward model stopped tracking outcomes)."""
-    order = np.argsort(times, kind="stable")
-    s = pd.Series(scores[order]).rank()
-    r = pd.Series(returns[order]).rank()
-    rho = s.rolling(window, min_periods=window).corr(r)
-    table = pd.DataFrame({"time": pd.to_datetime(np.asarray(times)[order], unit="ms", utc=True), "spearman": rho.to_numpy()})
-    alerts = int((table["spearman"] < threshold).sum())
-    if alerts:
-        warnings.warn(f"reward-model scores tracked realised returns with Spearman < {threshold} in {alerts} of "
-                      f"{int(table['spearman'].notna().sum())} rolling windows", stacklevel=2)
-    return MonitorResult(table, alerts)
 
 
 def attach_outcomes(points: pd.DataFrame, facts: Sequence[Facts], analyst: Analyst, source: Any,
@@ -263,6 +185,3 @@ def step_evaluation(probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def pair_accuracy(scores: dict[str, float], pairs: Sequence[PreferencePair]) -> float:
-    """Share of pairs whose chosen decision scores higher."""
-    return float(np.mean([scores[p.chosen.id] > scores[p.rejected.id] for p in pairs])) if pairs else float("nan")

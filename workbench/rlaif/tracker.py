@@ -87,13 +87,14 @@ def path_metrics(direction: int, entry: float, marks: np.ndarray, exit_price: fl
 
 
 def evaluate(decision: TradingDecision, source: PriceSource, max_hold_ms: int) -> tuple[Outcome | None, list[float]]:
-    """First-touch exit of ``decision`` on the source's data up to its clock; None while still open."""
+    """First-touch exit of ``decision`` on the source's data up to its clock; None while still open. The holding
+    limit is ``max_hold_ms``, or the decision's own ``metadata["hold_ms"]`` when shorter."""
     d = decision
     if d.action == "HOLD":
         return Outcome(d.id, d.time, float("nan"), 0.0, 0.0, 0.0, 0.0, "hold", 0), []
     sgn = d.direction
     end_ms, settle = source.expiry(d.symbol)
-    horizon = d.time + max_hold_ms
+    horizon = d.time + min(max_hold_ms, int(d.metadata.get("hold_ms", max_hold_ms)))  # a candidate's own limit
     t, b, a = source.quotes(d.symbol, d.time, horizon if end_ms is None else min(horizon, end_ms))
     exit_px = b if sgn > 0 else a  # what closing would get
     marks: list[float] = []
