@@ -40,15 +40,19 @@
 # %% tags=["parameters"]
 BASE_MODEL = "workbench-tiny"  # "workbench-tiny" (built here, offline) or a local Hugging Face model folder
 LOAD_IN_4BIT = True  # load a local base in 4-bit when CUDA and bitsandbytes are present (ignored on CPU)
-TINY_HIDDEN = 256  # tiny base: hidden size
+PROMPT_STYLE = "aligned"  # "aligned": facts in the analysis' order and phrases, gap in cents; "full": notebook 05's
+SYSTEM_MESSAGE = False  # put the system prompt in every input (a general-purpose base); the tiny base goes without
+TINY_HIDDEN = 128  # tiny base: hidden size
 TINY_LAYERS = 4  # tiny base: transformer layers
 TINY_HEADS = 4  # tiny base: attention heads
-TINY_MLP = 768  # tiny base: MLP width
+TINY_MLP = 384  # tiny base: MLP width
 TINY_CONTEXT = 512  # tiny base: context window in tokens
 TINY_VOCAB = 1024  # tiny base: upper bound of the BPE vocabulary
-PRETRAIN_EPOCHS = 1.0  # tiny base: epochs of causal-LM pretraining on the training split
-PRETRAIN_MAX_STEPS = 200  # tiny base: cap on pretraining optimizer steps (-1: no cap)
-PRETRAIN_PAIRED = False  # tiny base: pretrain on prompt+analysis documents (True) or on separate documents (False)
+PRETRAIN_EPOCHS = 3.0  # tiny base: epochs over the training split
+PRETRAIN_MAX_STEPS = 700  # tiny base: cap on optimizer steps (-1: no cap)
+PRETRAIN_LEARNING_RATE = 3e-3  # tiny base: peak learning rate
+PRETRAIN_PAIRED = True  # tiny base: full fine-tuning on prompt -> analysis (True) or pretraining on separate texts (False)
+PROBE_EVERY = 100  # tiny base: steps between two points of the learning curve (0: none)
 SPLIT_RATIO = 0.9  # SFT train share of the train+val periods (chronological); the test period is held out
 LORA_R = 16  # LoRA rank
 LORA_ALPHA = 32  # LoRA alpha (the update is scaled by alpha / r)
@@ -87,7 +91,8 @@ OUT = P.processed / "06_llm"
 MODELS = P.models / "llm"
 OUT.mkdir(parents=True, exist_ok=True)
 pd.set_option("display.max_columns", 40, "display.width", 220, "display.max_colwidth", 120)
-inputs = llm.load_inputs(P.processed, SPLIT_RATIO)
+task = llm.TaskFormat(PROMPT_STYLE, llm.SYSTEM_PROMPT if SYSTEM_MESSAGE else None)
+inputs = llm.load_inputs(P.processed, SPLIT_RATIO, PROMPT_STYLE)
 display(inputs.counts())
 print(llm.device_report(LOAD_IN_4BIT).note)
 
@@ -118,11 +123,16 @@ print("COMPLETION:", ds.train["completion"].iloc[0], sep="\n")
 # %%
 tiny = llm.TinyConfig(vocab_size=TINY_VOCAB, hidden_size=TINY_HIDDEN, num_layers=TINY_LAYERS, num_heads=TINY_HEADS,
                       intermediate_size=TINY_MLP, context=TINY_CONTEXT)
-pre_settings = llm.settings_for("pretrain", epochs=PRETRAIN_EPOCHS, max_steps=PRETRAIN_MAX_STEPS, seed=SEED)
-base = llm.get_base(BASE_MODEL, ds, MODELS, tiny, pre_settings, paired=PRETRAIN_PAIRED, seed=SEED, load_in_4bit=LOAD_IN_4BIT)
+pre_settings = llm.settings_for("pretrain", epochs=PRETRAIN_EPOCHS, max_steps=PRETRAIN_MAX_STEPS,
+                                learning_rate=PRETRAIN_LEARNING_RATE, seed=SEED)
+base = llm.get_base(BASE_MODEL, ds, MODELS, tiny, pre_settings, paired=PRETRAIN_PAIRED, seed=SEED,
+                    load_in_4bit=LOAD_IN_4BIT, task=task, probe_every=PROBE_EVERY)
 display(base.describe().to_frame())
 if base.pretraining is not None and len(base.pretraining.history):
-    plots.save(llm.training_curves(base.pretraining.history, "Tiny base: causal-LM pretraining"), "06_pretrain_curves");
+    plots.save(llm.training_curves(base.pretraining.history, "Tiny base: training"), "06_pretrain_curves");
+if base.probe is not None and len(base.probe):
+    display(base.probe.round(3))
+    plots.save(llm.learning_curve_figure(base.probe), "06_learning_curve");
 
 # %% [markdown]
 # ## 3. Supervised fine-tuning with LoRA
@@ -135,7 +145,7 @@ if base.pretraining is not None and len(base.pretraining.history):
 lora = llm.LoRASettings(r=LORA_R, alpha=LORA_ALPHA, dropout=LORA_DROPOUT)
 sft_settings = llm.settings_for("sft", learning_rate=SFT_LEARNING_RATE, epochs=SFT_EPOCHS, batch_size=SFT_BATCH_SIZE,
                                 grad_accum=SFT_GRAD_ACCUM, max_steps=SFT_MAX_STEPS, seed=SEED)
-sft = llm.train_sft(base, ds.train, ds.eval, MODELS / "sft_adapter", lora, sft_settings)
+sft = llm.train_sft(base, ds.train, ds.eval, MODELS / "sft_adapter", lora, sft_settings, task=task)
 display(pd.Series(sft.summary()).to_frame("SFT"))
 plots.save(llm.training_curves(sft.history, "SFT with LoRA"), "06_sft_curves");
 
@@ -151,7 +161,7 @@ plots.save(llm.training_curves(sft.history, "SFT with LoRA"), "06_sft_curves");
 dpo_settings = llm.settings_for("dpo", learning_rate=DPO_LEARNING_RATE, epochs=DPO_EPOCHS, batch_size=DPO_BATCH_SIZE,
                                 max_steps=DPO_MAX_STEPS, beta=DPO_BETA, seed=SEED)
 dpo = llm.train_dpo(base.path, sft.output_dir, inputs.dpo_train(), inputs.dpo_eval(), MODELS / "dpo_adapter", lora,
-                    dpo_settings, load_in_4bit=LOAD_IN_4BIT)
+                    dpo_settings, load_in_4bit=LOAD_IN_4BIT, task=task)
 display(pd.Series(dpo.summary()).to_frame("DPO"))
 plots.save(llm.training_curves(dpo.history, "DPO against the SFT model"), "06_dpo_curves");
 
@@ -168,13 +178,15 @@ plots.save(llm.training_curves(dpo.history, "DPO against the SFT model"), "06_dp
 # %%
 source, source_note = llm.price_source(P.processed)
 print(source_note)
-examples = ds.test.iloc[:N_EVAL_PROMPTS]
+examples = ds.test.sample(min(N_EVAL_PROMPTS, len(ds.test)), random_state=SEED).sort_values("time").reset_index(drop=True)
 generation = llm.GenerationSettings(temperature=TEMPERATURE, top_p=TOP_P, max_new_tokens=MAX_NEW_TOKENS, greedy=GREEDY,
                                     seed=SEED)
 specs = llm.model_specs(base.path, sft.output_dir, dpo.output_dir, llm.dpo_adapter_chain(dpo.output_dir))
-summary, scored = llm.evaluate_models(specs, examples, generation, source, MAX_HOLD_MINUTES * 60_000)
+summary, scored = llm.evaluate_models(specs, examples, generation, source, MAX_HOLD_MINUTES * 60_000, system=task.system)
 display(summary.round(3).T)
 plots.save(llm.evaluation_figure(summary), "06_evaluation");
+true_steps = llm.true_steps_table(scored, seed=SEED)
+print(llm.true_steps_verdict(true_steps, probe=base.probe))
 
 # %% [markdown]
 # ## 6. Does the fine-tuned model reach 90 % true steps?
@@ -187,8 +199,10 @@ kinds = llm.claims_by_kind(claims)
 failures = llm.claim_failures(scored, examples, "DPO")
 display(kinds.round(3))
 display(failures.round(3).to_frame("share of DPO analyses where the claim is false"))
-print(llm.true_steps_answer(summary, kinds, failures, 0.9, "DPO", n_parameters=int(base.describe()["parameters"]),
-                            sft_steps=sft.steps))
+print(llm.true_steps_answer(summary[summary["mode"] != "grounded"], kinds, failures, 0.9, "DPO",
+                            n_parameters=int(base.describe()["parameters"]), sft_steps=sft.steps))
+criteria = llm.criteria_table(scored, examples, seed=SEED)
+display(criteria.pivot(index="model", columns="criterion", values="score").round(2))
 
 # %% [markdown]
 # **Reading it.** The verifier is strict: a step is true only when *every* claim in it is, so one wrong digit in
@@ -255,5 +269,14 @@ pipeline.save_tables(OUT, evaluation_summary=summary, evaluation_analyses=scored
                      dpo_history=dpo.history, quality_checks=llm.quality_checks(ds))
 pipeline.save_json({"base_model": BASE_MODEL, "base": base.describe().to_dict(), "sft": sft.summary(), "dpo": dpo.summary(),
                     "generation": generation.to_dict(), "n_eval_prompts": len(examples), "price_source": source_note,
-                    "true_step_share": summary["true_step_share"].to_dict()}, OUT / "run.json")
+                    "true_step_share": summary["true_step_share"].to_dict(), "task": task.to_dict()}, OUT / "run.json")
+pipeline.save_json({"true_steps": true_steps,
+                    "criteria": {m: dict(zip(g["criterion"], g["score"].round(3))) for m, g in criteria.groupby("model", sort=False)},
+                    "criteria_ci": {m: {c: [lo, hi] for c, lo, hi in zip(g["criterion"], g["lo"], g["hi"])}
+                                    for m, g in criteria.groupby("model", sort=False)},
+                    "criteria_target": 4.0, "targets": {"model_only": 0.6, "grounded": 0.95},
+                    "learning_curve": [] if base.probe is None else base.probe.to_dict("records"),
+                    "n_eval_prompts": len(examples), "base_parameters": int(base.describe()["parameters"]),
+                    "generation_seconds": summary["gen_seconds"].dropna().to_dict(), "task": task.to_dict()},
+                   OUT / "metrics.json")
 print(sorted(p.name for p in OUT.iterdir()), sorted(p.name for p in MODELS.iterdir()))

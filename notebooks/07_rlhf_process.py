@@ -82,8 +82,9 @@ display(inputs.describe().to_frame())
 #
 # Each row is one analysis of the same decision point, differing in one way; the columns are the components
 # (`rlhf_config.yaml`'s values) and the total under each scheme. The guide pays for mentioning RSI, MACD,
-# Bollinger bands and support/resistance. Paid naively, padding a *false* analysis with those words would
-# outscore a terse true one; the guard pays a mention only inside a step whose claims are all true.
+# Bollinger bands and support/resistance. Paid naively, padding a *false* analysis with those words raises its
+# reward; the guard pays a mention only inside a step whose claims are all true. The verifier requires the MACD,
+# Bollinger and support/resistance claims, so a terse analysis that leaves them out is false, not "terse but true".
 
 # %%
 point = inputs.points[inputs.points["period"] == "train"].iloc[0]

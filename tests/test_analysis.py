@@ -100,8 +100,12 @@ def test_risk_rule_and_signal_consistency():
 
 def test_missing_steps_and_garbage():
     v = A.StepVerifier().verify("Step 1 - Technical analysis: RSI(14) is 63.4, neutral.", FACTS)
-    assert not v.well_formed and v.step_ok["technical_analysis"] and not any(
-        v.step_ok[s] for s in A.STEPS[1:])
+    assert not v.well_formed and not any(v.step_ok[s] for s in A.STEPS)
+    # a true but terse step fails: MACD and Bollinger are required claims of step 1
+    missing = {c.name for c in v.claims if c.step == "technical_analysis" and not c.ok}
+    assert missing == {"macd_present", "bb_present"}
+    full = A.StepVerifier().verify(GOOD, FACTS)
+    assert full.step_ok["technical_analysis"]
     v = A.StepVerifier().verify("BUY BUY BUY to the moon", FACTS)
     assert v.true_step_share == 0.0 and not v.self_consistent
 

@@ -184,12 +184,13 @@ def test_best_of_n_picks_by_each_scorer():
 def test_step_diagnostics_and_debug_rewards():
     crafted = S.crafted_analyses(FACTS, CFG)
     dbg = G.debug_rewards(list(crafted.values()), [FACTS] * len(crafted), CFG, names=list(crafted))
-    assert dbg.loc["clean (analyst)", "true_step_share"] == 1.0 and dbg.loc["terse but true", "true_step_share"] == 1.0
-    stuffed, terse = dbg.loc["terse, false RSI claim + keywords"], dbg.loc["terse but true"]
-    assert stuffed["true_step_share"] == 0.75 and stuffed["mentions (guarded)"] < stuffed["mentions (naive)"]
-    # naive keyword rewards rank the padded false analysis above the terse true one; the guard reverses it
+    assert dbg.loc["clean (analyst)", "true_step_share"] == 1.0
+    terse, stuffed = dbg.loc["terse (required claims left out)"], dbg.loc["terse, false RSI claim + keywords"]
+    assert terse["true_step_share"] == 0.5  # MACD, Bollinger, support/resistance are required: steps 1 and 3 false
+    assert stuffed["true_step_share"] == 0.5 and stuffed["mentions (guarded)"] < stuffed["mentions (naive)"]
+    # naive keyword rewards pay the padding (the padded false analysis above the terse one); the guard pays none
     assert stuffed["total: combined without the guard"] > terse["total: combined without the guard"]
-    assert stuffed["total: process-only"] < terse["total: process-only"]
+    assert stuffed["total: process-only"] <= terse["total: process-only"]
     steps = G.step_table([GOOD, BAD_RSI, "BUY"], [FACTS] * 3, CFG, model="m")
     assert len(steps) == 12 and steps["ok"].sum() == 4 + 3
     a = G.analyze_steps(steps).set_index("step")

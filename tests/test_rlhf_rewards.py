@@ -12,7 +12,8 @@ from workbench.rlhf import (Scheme, calibration_reward, mention_reward, outcome_
 
 CFG = load_config()
 BAD_RSI = GOOD.replace("RSI(14) is 63.4, neutral", "RSI(14) is 80.0, overbought")  # one false step (technical)
-TERSE_TRUE = GOOD.replace(" MACD histogram is +1.2 bp of price, bullish momentum.", "") \
+# required claims left out: false under the verifier
+TERSE = GOOD.replace(" MACD histogram is +1.2 bp of price, bullish momentum.", "") \
     .replace(" Bollinger width is 0.42%, normal bands.", "").replace(" Support 0.50, resistance 0.60.", "")
 
 
@@ -40,14 +41,15 @@ def test_keyword_rewards_cannot_outweigh_a_false_claim():
     # a false claim in the technical step voids its three mentions under the guard...
     assert mention_reward([BAD_RSI], [FACTS], CFG)[0] == pytest.approx(0.1)
     assert mention_reward([BAD_RSI], [FACTS], CFG, guarded=False)[0] == pytest.approx(0.4)
-    s = score([BAD_RSI, TERSE_TRUE], [FACTS, FACTS], CFG)
+    s = score([GOOD, BAD_RSI, TERSE], [FACTS] * 3, CFG)
     naive, guarded = s.total(Scheme(outcome=0, calibration=0, guarded=False)), s.total(Scheme(outcome=0, calibration=0))
-    # ...which is exactly where the naive rewards would have ranked keyword stuffing above the truth
-    # terse but true (only RSI mentioned): 0.5 + 0.1 = 0.6
-    assert naive[0] > naive[1]  # naive: false claim + keywords 0.29 + 0.4 = 0.69 > 0.6
-    assert guarded[0] < guarded[1]  # guarded: 0.29 + 0.1 = 0.39 < 0.6
-    np.testing.assert_allclose(guarded, [0.39, 0.6])
-    assert s.true_step_share.tolist() == [0.75, 1.0]
+    # a terse analysis (MACD, Bollinger, support/resistance left out) is false: steps 1 and 3 miss required claims
+    assert s.true_step_share.tolist() == [1.0, 0.75, 0.5]
+    # the guard takes back what the keywords in the false step paid: 0.29 + 0.4 naive, 0.29 + 0.1 guarded
+    np.testing.assert_allclose(naive, [0.9, 0.69, 0.25])
+    np.testing.assert_allclose(guarded, [0.9, 0.39, 0.15])
+    # no keyword payment lifts a false analysis to the true one's reward, under either scheme
+    assert naive[0] > naive[1] > naive[2] and guarded[0] > guarded[1] > guarded[2]
 
 
 def test_score_with_outcomes_and_schemes():

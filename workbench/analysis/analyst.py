@@ -13,13 +13,30 @@ import numpy as np
 from workbench.analysis.facts import MISTAKES, SIGNALS, STEP_TITLES, Facts
 from workbench.analysis.rlconfig import STEPS, VerifierSettings
 
-
 # ------------------------------------------------------------------------------------------------
 # Prompt and analysis text
 # ------------------------------------------------------------------------------------------------
-def prompt_from_facts(f: Facts) -> str:
-    """The numbers an analyst (or a language model) gets; the completion is the four-step analysis."""
+#: Prompt styles: ``full`` (notebook 05's contract: market slug, the request to write the analysis) and
+#: ``aligned`` (the facts in the order and phrases the analysis restates them, the gap fair - mid in cents
+#: added, no slug or request; copying a number becomes a lookup of the same phrase in the prompt).
+PROMPT_STYLES = ("full", "aligned")
+
+
+def prompt_from_facts(f: Facts, style: str = "full") -> str:
+    """The numbers an analyst (or a language model) gets; the completion is the four-step analysis.
+
+    ``style``: one of :data:`PROMPT_STYLES`. Both carry the same facts (the aligned one adds the gap in cents,
+    a function of two of them)."""
     pos = "flat" if abs(f.position) < 1e-9 else f"{f.position:+.0f} Up-equivalent shares"
+    if style == "aligned":
+        gap_c = round((f.fair - f.up_mid) * 100)
+        return (f"RSI(14) is {f.rsi:.1f}. MACD histogram is {f.macd_bp:+.1f} bp. Bollinger width is {f.bb_width_pct:.2f}%. "
+                f"Volatility is {f.vol_pct:.3f}% per minute. Up bid {f.up_bid:.2f} ask {f.up_ask:.2f}. "
+                f"BTC is {'up' if f.btc_move_pct >= 0 else 'down'} {abs(f.btc_move_pct):.2f}%, {f.minutes_left:.1f} "
+                f"minutes left. Up trades at {f.up_mid:.2f}, fair value of {f.fair:.2f}, gap {gap_c:+d} cents. "
+                f"Support {f.range_low:.2f}, resistance {f.range_high:.2f}. Position: {pos}. Capital {f.capital:.0f} USDC.")
+    if style != "full":
+        raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")
     return (f"Market {f.market}, {f.minutes_left:.1f} minutes left. BTC {f.btc_move_pct:+.2f}% since the open. "
             f"Up bid {f.up_bid:.2f} ask {f.up_ask:.2f}; fair value {f.fair:.2f}. RSI(14) {f.rsi:.1f}; "
             f"MACD histogram {f.macd_bp:+.1f} bp; Bollinger width {f.bb_width_pct:.2f}%; volatility "

@@ -65,8 +65,11 @@ def split_steps(text: str) -> dict[str, str]:
 class StepVerifier:
     """Checks every claim of an analysis against the facts at decision time.
 
-    Claims checked (a claim absent from a step is not a failure, but a step needs its core claims to be
-    *well formed*; a missing core claim makes the step incorrect):
+    Claims checked. Every step must state its *required* claims -- a missing one is a false claim
+    (``*_present``), so a terse analysis cannot pass: the RSI, MACD and Bollinger values (step 1); the
+    volatility and either a sized trade or "no position" (step 2); the BTC move, the minutes left, the Up
+    price and fair value, support and resistance (step 3); the signal and confidence, and for a trade its
+    size and stop loss (step 4). A label that is stated is checked; a label left out is not required.
 
     * technical analysis: RSI value and label (overbought > 70, oversold < 30), MACD sign word, MACD
       value, Bollinger width value and label.
@@ -76,7 +79,8 @@ class StepVerifier:
       under/over-pricing word, support <= price <= resistance and their values.
     * trading signal: a known signal, confidence in [0, 1], stop and take profit on the right sides of
       the entry, size/stop equal to the risk step's, and the signal consistent with the facts' votes
-      (the same rule the steps' claims support).
+      (the same rule the steps' claims support). A HOLD must justify itself: size 0, no sized trade in the
+      risk step, and (as any signal) consistent with the facts.
     """
 
     def __init__(self, settings: VerifierSettings | None = None) -> None:
@@ -108,7 +112,9 @@ class StepVerifier:
                 word = lab.group(1).lower()
                 claim("technical_analysis", "rsi_label", word == _label_rsi(f.rsi, v), f"'{word}' with RSI {f.rsi:.1f}")
         macd = num(r"MACD histogram\s*(?:is|of|at)?\s*" + _NUM, s1)
-        if macd is not None:
+        if macd is None:
+            claim("technical_analysis", "macd_present", False, "no MACD histogram value")
+        else:
             claim("technical_analysis", "macd_value", abs(macd - f.macd_bp) <= max(0.1, v.relative_tolerance * abs(f.macd_bp)),
                   f"{macd} vs {f.macd_bp:.2f} bp")
         for word, sign in (("bullish", 1), ("bearish", -1)):
@@ -116,7 +122,9 @@ class StepVerifier:
                 claim("technical_analysis", "macd_direction", np.sign(f.macd_bp) == sign or abs(f.macd_bp) < 0.05,
                       f"'{word}' with MACD {f.macd_bp:+.2f} bp")
         bb = num(r"Bollinger width\s*(?:is|of|at)?\s*" + _NUM, s1)
-        if bb is not None:
+        if bb is None:
+            claim("technical_analysis", "bb_present", False, "no Bollinger width value")
+        else:
             claim("technical_analysis", "bb_value", abs(bb - f.bb_width_pct) <= max(0.01, v.relative_tolerance * f.bb_width_pct),
                   f"{bb}% vs {f.bb_width_pct:.2f}%")
             for word in ("narrow", "normal", "wide"):
@@ -160,7 +168,9 @@ class StepVerifier:
         else:
             claim("market_context", "btc_move_present", False, "no BTC move")
         mins = num(_NUM + r"\s*minutes left", s3)
-        if mins is not None:
+        if mins is None:
+            claim("market_context", "minutes_present", False, "no minutes left")
+        else:
             claim("market_context", "minutes_left", abs(mins - f.minutes_left) <= v.minutes_tolerance,
                   f"{mins} vs {f.minutes_left:.1f}")
         px = num(r"Up trades at\s*" + _NUM, s3)
@@ -174,7 +184,9 @@ class StepVerifier:
                 if re.search(rf"\b{word}\b", s3, re.I):
                     claim("market_context", "pricing_word", word == _label_gap(f.gap, v), f"'{word}' with gap {f.gap:+.3f}")
         sup, res = num(r"Support\s*" + _NUM, s3), num(r"resistance\s*" + _NUM, s3)
-        if sup is not None and res is not None:
+        if sup is None or res is None:
+            claim("market_context", "support_resistance_present", False, "no support and resistance")
+        else:
             claim("market_context", "support_resistance",
                   abs(sup - f.range_low) <= v.price_tolerance and abs(res - f.range_high) <= v.price_tolerance,
                   f"{sup}-{res} vs {f.range_low:.2f}-{f.range_high:.2f}")
@@ -203,6 +215,14 @@ class StepVerifier:
                 claim("signal_generation", "matches_risk_step", same and side_ok, "size/stop/side as in step 2")
             elif signal != "HOLD" and "risk_size" not in parsed:
                 claim("signal_generation", "matches_risk_step", False, "a trade without a sized risk step")
+            if signal != "HOLD":
+                if size is None or stop is None:
+                    claim("signal_generation", "size_stop_present", False, "a trade without a size or a stop loss")
+            else:  # a HOLD justifies itself: no size, no sized trade in the risk step
+                claim("signal_generation", "hold_no_size", size is not None and abs(size) < 1e-9,
+                      "no size stated" if size is None else f"size {size} with HOLD")
+                claim("signal_generation", "hold_no_risk", "risk_size" not in parsed,
+                      "risk step says no position" if "risk_size" not in parsed else "HOLD after a sized trade")
         step_ok = {s: s in steps and all(c.ok for c in claims if c.step == s) for s in STEPS}
         self_consistent = self._self_consistent(steps, signal)
         return Verification(claims, step_ok, parsed, self_consistent, all(s in steps for s in STEPS))

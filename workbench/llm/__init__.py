@@ -11,6 +11,9 @@ Modules
 ``model``       the tiny Llama-style base and its BPE tokenizer, or any local Hugging Face causal LM
 ``train``       pretraining of the tiny base, SFT with LoRA (Hu et al. 2021), DPO (Rafailov et al. 2023)
 ``evaluate``    generation, perplexity, step verification (Lightman et al. 2023), calibration, market outcome
+``fastgen``     fast batched decoding over a Llama model's weights; grounding of the numbers on the facts
+``probe``       the learning curve of the task: digit-copy accuracy and true steps per checkpoint
+``criteria``    the seed's five evaluation criteria on 1-5 scales
 ``commentary``  market commentaries with checkable claims and their verifier
 ``chat``        questions about the market and a decision: input validation, bounded context, widget
 ``figures``     training curves and evaluation figures
@@ -25,23 +28,30 @@ from workbench.llm.chat import CHAT_SYSTEM_PROMPT, ChatReply, ChatSession, answe
 from workbench.llm.commentary import (Commentary, CommentaryFacts, CommentaryVerification, CommentaryVerifier,
                                       commentary_facts, commentary_or_none, describe_commentary, template_commentary,
                                       write_commentary)
+from workbench.llm.criteria import CRITERIA, criteria_table, score_criteria
 from workbench.llm.data import (DECISION_POINT_COLUMNS, ContractError, SFTData, action_balance, build_sft_dataset,
                                 decision_points_from_facts, facts_of, indicator_coverage, pretraining_corpus,
                                 quality_checks, read_decision_points, read_preference_pairs, synthetic_decision_points,
                                 synthetic_facts, synthetic_preference_pairs, write_contract)
-from workbench.llm.evaluate import (CLAIM_KINDS, GenerationSettings, ModelSpec, claim_failures, claim_table,
-                                    claims_by_kind, completion_nll, decision_from_analysis, evaluate_models, generate,
-                                    perplexity, score_analyses, summarize)
-from workbench.llm.figures import evaluation_figure, training_curves
+from workbench.llm.evaluate import (CLAIM_KINDS, GROUNDED_SUFFIX, TEMPLATE_BASELINE, GenerationSettings, ModelSpec,
+                                    claim_failures, claim_table, claims_by_kind, completion_nll, decision_from_analysis,
+                                    evaluate_models, generate, perplexity, score_analyses, summarize, true_steps_table)
+from workbench.llm.fastgen import FastDecoder, Grounder, GroundingProcessor
+from workbench.llm.figures import evaluation_figure, learning_curve_figure, training_curves
 from workbench.llm.guard import Sanitized, sanitize
-from workbench.llm.model import (CHAT_TEMPLATE, TINY, TinyConfig, build_tiny_model, device_report, format_prompt,
-                                 load_base, reload_check, train_tokenizer)
+from workbench.llm.model import (CHAT_TEMPLATE, TINY, TaskFormat, TinyConfig, build_tiny_model, device_report,
+                                 format_prompt, load_base, reload_check, train_tokenizer)
 from workbench.llm.pipeline import (Inputs, dpo_adapter_chain, load_inputs, market_data, model_specs, price_source,
-                                    save_json, save_tables, true_steps_answer)
+                                    save_json, save_tables, true_steps_answer, true_steps_verdict)
+from workbench.llm.probe import TaskProbe, copy_digit_accuracy, true_step_rates
 from workbench.llm.train import (BaseModel, LoRASettings, MetricsCallback, TrainResult, TrainSettings, build_tiny_base,
                                  get_base, load_policy, pretrain, settings_for, train_dpo, train_sft)
+from workbench.rlaif.finetune import SYSTEM_PROMPT
 
 __all__ = [
+    "CRITERIA", "FastDecoder", "GROUNDED_SUFFIX", "Grounder", "GroundingProcessor", "SYSTEM_PROMPT", "TEMPLATE_BASELINE",
+    "TaskFormat", "TaskProbe", "copy_digit_accuracy", "criteria_table", "learning_curve_figure", "score_criteria",
+    "true_step_rates", "true_steps_table", "true_steps_verdict",
     "CHAT_SYSTEM_PROMPT", "CHAT_TEMPLATE", "CLAIM_KINDS", "claim_table", "claims_by_kind", "DECISION_POINT_COLUMNS", "TINY", "BaseModel", "ChatReply", "ChatSession",
     "Commentary", "CommentaryFacts", "CommentaryVerification", "CommentaryVerifier", "ContractError",
     "GenerationSettings", "Inputs", "LoRASettings", "MetricsCallback", "ModelSpec", "SFTData", "Sanitized",

@@ -366,15 +366,37 @@ def pretraining_corpus(ds: SFTData, paired: bool = False, seed: int = 0) -> list
     ``paired=False`` (default): prompts and completions are separate, shuffled documents, so the base
     learns the domain's language (words, number formats, step templates) but not the task (which
     numbers of a prompt go where in its analysis); that is what SFT teaches, as for a general-purpose
-    base such as Mistral-7B. ``paired=True``: each prompt followed by its analysis in one document.
+    base such as Mistral-7B. ``paired=True``: each prompt followed by its analysis in one document, in the
+    tiny chat template without a system message (the format SFT and generation use with ``system=None``):
+    full fine-tuning of every weight on the task, the lever that teaches a small model to copy numbers.
     """
     tr = ds.train
-    if paired:
-        docs = [f"{p}\n{c}" for p, c in zip(tr["prompt"], tr["completion"])]
+    if paired:  # the tiny chat template without a system message (EOS is appended by the trainer)
+        docs = [f"<|user|>{p}<|end|><|assistant|>{c}" for p, c in zip(tr["prompt"], tr["completion"])]
     else:
         docs = list(tr["prompt"]) + list(tr["completion"])
     order = np.random.default_rng(seed).permutation(len(docs))
     return [docs[i] for i in order]
+
+
+def restyle(points: pd.DataFrame, pairs: pd.DataFrame | None = None,
+            style: str = "full") -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Decision points (and preference pairs) with prompts rendered in ``style``
+    (:data:`workbench.analysis.analyst.PROMPT_STYLES`) from each point's facts.
+
+    A pair's prompt is mapped to its decision point's facts through the point's original prompt; a pair whose
+    prompt matches no decision point is dropped (``pairs.attrs["dropped_unknown_prompt"]`` counts them)."""
+    if style == "full":
+        return points, pairs
+    new = [prompt_from_facts(facts_of(f), style) for f in points["facts"]]
+    lookup = dict(zip(points["prompt"], new))
+    out = points.assign(prompt=new)
+    if pairs is None:
+        return out, None
+    mapped = pairs["prompt"].map(lookup)
+    kept = pairs[mapped.notna()].assign(prompt=mapped[mapped.notna()]).reset_index(drop=True)
+    kept.attrs["dropped_unknown_prompt"] = int(mapped.isna().sum())
+    return out, kept
 
 
 def pairs_for_period(pairs: pd.DataFrame, period: str | Sequence[str]) -> pd.DataFrame:

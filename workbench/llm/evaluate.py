@@ -19,6 +19,7 @@ measure:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
@@ -57,28 +58,60 @@ def _encode(tokenizer: Any, texts: Sequence[str]) -> Any:
     return tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=not has_chat_template(tokenizer))
 
 
+def fast_enabled() -> bool:
+    """Whether :func:`generate` may use :class:`workbench.llm.fastgen.FastDecoder` (``WORKBENCH_FASTGEN=0``
+    forces transformers' ``generate``, the reference path of ``benchmarks/llm.py``)."""
+    return os.environ.get("WORKBENCH_FASTGEN", "1") != "0"
+
+
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings | None = None,
-             system: str | None = SYSTEM_PROMPT, formatted: bool = False) -> list[str]:
+             system: str | None = SYSTEM_PROMPT, formatted: bool = False, grounding: Sequence[Any] | None = None,
+             decoder: Any = None) -> list[str]:
     """Completions of ``prompts`` (batched, left-padded; seeded: batch ``b`` uses ``seed + b``).
 
-    ``formatted=True`` takes the prompts as already-rendered model inputs (e.g. a chat history)."""
+    ``formatted=True`` takes the prompts as already-rendered model inputs (e.g. a chat history).
+    ``grounding``: one :class:`workbench.analysis.Facts` per prompt -- the numbers that restate a fact are
+    forced from it (:class:`workbench.llm.fastgen.Grounder`; labels, signal, confidence and take profit stay
+    the model's). Llama-architecture models decode with :class:`~workbench.llm.fastgen.FastDecoder` (the same
+    logits, less overhead; ``decoder`` reuses one already built); other models use ``model.generate``, where
+    grounding is a ``LogitsProcessor`` doing the same.
+    """
+    from workbench.llm import fastgen
+
     g = settings or GenerationSettings()
     model.eval()
     tokenizer.padding_side = "left"
     texts = list(prompts) if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
+    facts = [facts_of(f) for f in grounding] if grounding is not None else None
+    if facts is not None and len(facts) != len(texts):
+        raise ValueError(f"grounding needs one facts per prompt: {len(facts)} for {len(texts)} prompts")
+    fast = decoder is not None or (fast_enabled() and fastgen.supports(model))
+    if fast and decoder is None:
+        decoder = fastgen.FastDecoder(model)
     out: list[str] = []
     for b in range(0, len(texts), g.batch_size):
         enc = _encode(tokenizer, texts[b: b + g.batch_size]).to(model.device)
-        torch.manual_seed(g.seed + b // g.batch_size)
-        kw: dict[str, Any] = dict(max_new_tokens=g.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                  eos_token_id=tokenizer.eos_token_id)
-        if g.greedy:
-            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        seed = g.seed + b // g.batch_size
+        grounder = fastgen.Grounder(tokenizer, facts[b: b + g.batch_size]) if facts is not None else None
+        if fast:
+            gen = torch.Generator().manual_seed(seed)
+            new = decoder.generate(enc["input_ids"].cpu(), enc["attention_mask"].cpu(), g.max_new_tokens,
+                                   tokenizer.eos_token_id, tokenizer.pad_token_id, greedy=g.greedy,
+                                   temperature=g.temperature, top_p=g.top_p, generator=gen, grounder=grounder,
+                                   decode=lambda ids: tokenizer.decode(ids, skip_special_tokens=True))
         else:
-            kw.update(do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0)
-        ids = model.generate(**enc, **kw)
-        out += tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            torch.manual_seed(seed)
+            kw: dict[str, Any] = dict(max_new_tokens=g.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                      eos_token_id=tokenizer.eos_token_id)
+            if g.greedy:
+                kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            else:
+                kw.update(do_sample=True, temperature=g.temperature, top_p=g.top_p, top_k=0)
+            if grounder is not None:
+                kw["logits_processor"] = [fastgen.GroundingProcessor(grounder, tokenizer, enc["input_ids"].shape[1])]
+            new = model.generate(**enc, **kw)[:, enc["input_ids"].shape[1]:]
+        out += tokenizer.batch_decode(new, skip_special_tokens=True)
     return [o.strip() for o in out]
 
 
@@ -236,31 +269,70 @@ class ModelSpec:
     load: Callable[[], tuple[Any, Any]]
 
 
+GROUNDED_SUFFIX = " (grounded)"
+#: Row name of the template baseline: the analyst's analysis of another decision point (wrong numbers).
+TEMPLATE_BASELINE = "template, another point's numbers"
+
+
 def evaluate_models(specs: Sequence[ModelSpec], examples: pd.DataFrame, generation: GenerationSettings | None = None,
                     source: Any = None, max_hold_ms: int = 15 * 60_000, include_reference: bool = True,
-                    n_boot: int = 1000) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    n_boot: int = 1000, system: str | None = SYSTEM_PROMPT,
+                    modes: Sequence[str] = ("model_only", "grounded")) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate, verify and score every model on ``examples`` (test-period decision points).
 
-    Returns ``(summary, scored)``: :func:`summarize`'s table (plus ``gen_seconds``) and the per-analysis
-    rows. ``include_reference`` adds the analyst's own analyses as ``reference (analyst)``: the verifier's
-    and the market's view of the target the models imitate.
+    Each model writes one analysis per prompt in each of ``modes``: ``model_only`` (its own tokens) and
+    ``grounded`` (numbers that restate a fact forced from the facts, :func:`generate`'s ``grounding``); the
+    grounded rows are named ``"<model> (grounded)"`` and carry ``mode = "grounded"``. ``system``: the task
+    format's system message. Returns ``(summary, scored)``: :func:`summarize`'s table (plus ``gen_seconds``
+    and ``mode``) and the per-analysis rows. ``include_reference`` adds the analyst's own analyses as
+    ``reference (analyst)``: the verifier's and the market's view of the target the models imitate -- and
+    :data:`TEMPLATE_BASELINE`, the analyst's analysis of the point half the set away: what a well-formed text
+    with the wrong numbers scores (the floor a model must clear).
     """
+    from workbench.llm import fastgen
+
     g = generation or GenerationSettings()
-    scored, ppl, secs = [], {}, {}
+    scored, ppl, secs, mode_of = [], {}, {}, {}
+    facts = list(examples["facts"])
     for spec in specs:
         model, tok = spec.load()
-        ppl[spec.name] = perplexity(model, tok, list(examples["prompt"]), list(examples["completion"]))
-        t0 = time.perf_counter()
-        texts = generate(model, tok, list(examples["prompt"]), g)
-        secs[spec.name] = time.perf_counter() - t0
-        scored.append(score_analyses(spec.name, texts, examples, source, max_hold_ms))
-        del model
+        nll_ppl = perplexity(model, tok, list(examples["prompt"]), list(examples["completion"]), system)
+        dec = fastgen.FastDecoder(model) if fast_enabled() and fastgen.supports(model) else None
+        for mode in modes:
+            name = spec.name + (GROUNDED_SUFFIX if mode == "grounded" else "")
+            t0 = time.perf_counter()
+            texts = generate(model, tok, list(examples["prompt"]), g, system=system,
+                             grounding=facts if mode == "grounded" else None, decoder=dec)
+            secs[name], ppl[name], mode_of[name] = time.perf_counter() - t0, nll_ppl, mode
+            scored.append(score_analyses(name, texts, examples, source, max_hold_ms).assign(mode=mode, base_model=spec.name))
+        del model, dec
     if include_reference:
-        scored.append(score_analyses("reference (analyst)", list(examples["completion"]), examples, source, max_hold_ms))
+        scored.append(score_analyses("reference (analyst)", list(examples["completion"]), examples, source,
+                                     max_hold_ms).assign(mode="reference", base_model="reference (analyst)"))
+        mode_of["reference (analyst)"] = "reference"
+        # the trivial rule a model must beat: a perfect template filled with another decision point's numbers
+        other = list(np.roll(np.asarray(examples["completion"], dtype=object), max(len(examples) // 2, 1)))
+        scored.append(score_analyses(TEMPLATE_BASELINE, other, examples, source, max_hold_ms)
+                      .assign(mode="reference", base_model=TEMPLATE_BASELINE))
+        mode_of[TEMPLATE_BASELINE] = "reference"
     allrows = pd.concat(scored, ignore_index=True)
     summary = summarize(allrows, ppl, n_boot=n_boot, seed=g.seed)
     summary["gen_seconds"] = pd.Series(secs)
+    summary["mode"] = pd.Series(mode_of)
     return summary, allrows
+
+
+def true_steps_table(scored: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{model: {mode: {"rate", "ci", "per_step", "n"}}}`` from :func:`evaluate_models`' rows: the mean share
+    of true steps with a 95 % percentile-bootstrap interval over prompts (the independent units) and the
+    share of each step that is true."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (model, mode), gr in scored.groupby(["base_model", "mode"], sort=False):
+        m, lo, hi = metrics.bootstrap_ci(gr["true_step_share"].to_numpy(float), np.mean, n_boot=n_boot, seed=seed)
+        out.setdefault(str(model), {})[str(mode)] = {
+            "rate": float(m), "ci": [float(lo), float(hi)], "n": int(len(gr)),
+            "per_step": {s: float(gr[f"ok_{s}"].mean()) for s in STEPS}}
+    return out
 
 
 #: Claim names of :class:`workbench.analysis.StepVerifier` by what producing them takes.

@@ -115,3 +115,20 @@ def evaluation_figure(summary: pd.DataFrame, title: str = "Held-out (test-period
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def learning_curve_figure(probe: pd.DataFrame, title: str = "Tiny base: learning the task") -> plt.Figure:
+    """Teacher-forced digit-copy accuracy and greedy true steps (model-only, grounded) per checkpoint, against
+    optimiser steps (:class:`workbench.llm.probe.TaskProbe`'s table)."""
+    fig, ax = plt.subplots(figsize=fit_width(7.5, 4))
+    for col, label, style in (("copy_digit_accuracy", "copied digits right (teacher-forced)", "o-"),
+                              ("true_steps_model_only", "true steps, model only", "s-"),
+                              ("true_steps_grounded", "true steps, grounded", "^--")):
+        if col in probe:
+            ax.plot(probe["step"], probe[col], style, label=label)
+    ax.axhline(0.6, color="k", lw=0.6, ls=":")
+    ax.axhline(0.95, color="k", lw=0.6, ls="--")
+    ax.set(xlabel="optimiser steps", ylabel="share", ylim=(0, 1.02), title=title + " (dotted 60 %, dashed 95 %)")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

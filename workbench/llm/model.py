@@ -60,6 +60,40 @@ class TinyConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TaskFormat:
+    """How a model is asked for an analysis: the prompt style (:data:`workbench.analysis.analyst.PROMPT_STYLES`)
+    and the system message (None: none). Saved in every model folder's ``workbench.json`` (key ``task``) so
+    that training, evaluation, the CLI and RLHF ask a model the way it was trained.
+
+    The tiny base is trained without the system message (it carries no information the model can use and
+    costs a quarter of each sequence); a general-purpose base keeps it.
+    """
+
+    prompt_style: str = "full"
+    system: str | None = SYSTEM_PROMPT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, *folders: str | os.PathLike[str] | None) -> "TaskFormat":
+        """The format recorded in the first of ``folders`` whose ``workbench.json`` has one (else the default:
+        the ``full`` prompt and the system prompt, as before formats were recorded)."""
+        for folder in folders:
+            if folder is None:
+                continue
+            meta = Path(folder) / "workbench.json"
+            if meta.exists():
+                try:
+                    task = json.loads(meta.read_text()).get("task")
+                except (OSError, ValueError):
+                    task = None
+                if isinstance(task, dict):
+                    return cls(str(task.get("prompt_style", "full")), task.get("system"))
+        return cls()
+
+
 # ------------------------------------------------------------------------------------------------
 # Tokenizer
 # ------------------------------------------------------------------------------------------------

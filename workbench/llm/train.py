@@ -42,7 +42,7 @@ import torch
 import workbench  # noqa: F401
 from workbench import atomic, config
 from workbench.llm.data import SFTData, pretraining_corpus
-from workbench.llm.model import (TINY, TinyConfig, build_tiny_model, device_report, load_base, n_parameters,
+from workbench.llm.model import (TINY, TaskFormat, TinyConfig, build_tiny_model, device_report, load_base, n_parameters,
                                  reload_check, save_pretrained, train_tokenizer, trl_answer, trl_prompt)
 from workbench.rlaif.finetune import SYSTEM_PROMPT
 
@@ -307,19 +307,28 @@ def _fingerprint(*parts: Any) -> str:
 # ------------------------------------------------------------------------------------------------
 # Pretraining the tiny base
 # ------------------------------------------------------------------------------------------------
-def pretrain(model: Any, tokenizer: Any, documents: Sequence[str], settings: TrainSettings,
-             eval_documents: Sequence[str] = (), work_dir: str | os.PathLike[str] | None = None) -> TrainResult:
-    """Causal-LM training of every parameter on ``documents`` (trl ``SFTTrainer`` on a text dataset: the
-    loss is on all tokens, EOS appended to each document)."""
+def pretrain(model: Any, tokenizer: Any, documents: Sequence[str] | Sequence[dict[str, Any]], settings: TrainSettings,
+             eval_documents: Sequence[str] | Sequence[dict[str, Any]] = (), work_dir: str | os.PathLike[str] | None = None,
+             callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Training of every parameter (trl ``SFTTrainer``, no adapter).
+
+    ``documents`` as texts: causal-LM pretraining, the loss on all tokens, EOS appended to each document.
+    As prompt/completion rows (:func:`sft_rows`): full fine-tuning on the task, the loss on the completion only."""
     from trl import SFTConfig, SFTTrainer
 
     s = settings
     cb = MetricsCallback("pretrain")
+    rows = bool(documents) and isinstance(documents[0], dict)
+
+    def ds(docs: Sequence[Any]) -> Any:
+        return _dataset(list(docs) if rows else [{"text": d} for d in docs])
+
     with quiet(), _workdir(work_dir) as wd:
-        args = SFTConfig(**trainer_kwargs(s, wd, bool(eval_documents)), dataset_text_field="text")
-        ev = _dataset([{"text": d} for d in eval_documents[: s.max_eval_examples]]) if eval_documents else None
-        trainer = SFTTrainer(model=model, args=args, train_dataset=_dataset([{"text": d} for d in documents]),
-                             eval_dataset=ev, processing_class=tokenizer, callbacks=[cb])
+        extra = dict(completion_only_loss=True) if rows else dict(dataset_text_field="text")
+        args = SFTConfig(**trainer_kwargs(s, wd, bool(eval_documents)), **extra)
+        ev = ds(eval_documents[: s.max_eval_examples]) if eval_documents else None
+        trainer = SFTTrainer(model=model, args=args, train_dataset=ds(documents), eval_dataset=ev,
+                             processing_class=tokenizer, callbacks=[cb, *callbacks])
         _no_printer(trainer)
         t0 = time.perf_counter()
         out = trainer.train()
@@ -339,9 +348,19 @@ class BaseModel:
     pretraining: TrainResult | None = None
     reload_max_abs_diff: float | None = None
     reused: bool = False
+    probe: pd.DataFrame | None = None  # the learning curve of the task during pretraining (paired), if probed
+    parameters: int | None = None  # counted before any adapter wraps the model (describe() stays the base's)
+
+    def __post_init__(self) -> None:
+        if self.parameters is None:
+            self.parameters = n_parameters(self.model)
+
+    @property
+    def task(self) -> TaskFormat:
+        return TaskFormat.of(self.path)
 
     def describe(self) -> pd.Series:
-        info = {"path": str(self.path), "parameters": n_parameters(self.model), "vocabulary": len(self.tokenizer),
+        info = {"path": str(self.path), "parameters": self.parameters, "vocabulary": len(self.tokenizer),
                 "context": getattr(self.model.config, "max_position_embeddings", None),
                 "chat template": bool(getattr(self.tokenizer, "chat_template", None)),
                 "device": self.report.device, "precision": self.report.dtype, "note": self.report.note,
@@ -356,20 +375,25 @@ class BaseModel:
 
 def build_tiny_base(ds: SFTData, folder: str | os.PathLike[str], tiny: TinyConfig | None = None,
                     settings: TrainSettings | None = None, paired: bool = False, seed: int = 0,
-                    reuse: bool = True) -> BaseModel:
+                    reuse: bool = True, task: TaskFormat | None = None, probe_every: int = 0) -> BaseModel:
     """Train the tokenizer and pretrain the tiny Llama on the SFT *train* split; save to ``folder``.
 
     The corpus is :func:`workbench.llm.data.pretraining_corpus` (prompts and completions of the train
     split only: no eval or test-period text, no look-ahead). With ``reuse``, a folder built from the same
     corpus and settings is loaded instead of retrained. After saving, the model is reloaded and its logits
     compared with the trained one's (:attr:`BaseModel.reload_max_abs_diff`, 0.0 when identical).
+    ``task`` (recorded in ``workbench.json``) says how the prompts were rendered and whether a system message is
+    used; with ``paired`` the documents are in that format. ``probe_every > 0`` records the learning curve of
+    the task on the SFT-eval split every that many steps (:class:`workbench.llm.probe.TaskProbe`:
+    teacher-forced digit-copy accuracy, model-only and grounded true steps) in :attr:`BaseModel.probe`.
     """
+    task = task or TaskFormat()
     tiny = tiny or TinyConfig()
     settings = settings or settings_for("pretrain")
     settings = dataclasses.replace(settings, seed=seed, max_length=min(settings.max_length, tiny.context))
     folder = Path(folder)
     docs = pretraining_corpus(ds, paired=paired, seed=seed)
-    fp = _fingerprint(docs, tiny.to_dict(), dataclasses.asdict(settings), paired, seed)
+    fp = _fingerprint(docs, tiny.to_dict(), dataclasses.asdict(settings), paired, seed, task.to_dict(), probe_every)
     meta_path = folder / "workbench.json"
     if reuse and meta_path.exists() and json.loads(meta_path.read_text()).get("fingerprint") == fp:
         model, tok, rep = load_base(folder, load_in_4bit=False)
@@ -377,14 +401,26 @@ def build_tiny_base(ds: SFTData, folder: str | os.PathLike[str], tiny: TinyConfi
         hist = pd.DataFrame(meta.get("history", []))
         pre = TrainResult("pretrain", hist, folder, float(meta.get("seconds", 0.0)), int(meta.get("steps", 0)),
                           n_parameters(model), n_parameters(model))
-        return BaseModel(model, tok, folder, rep, pre, meta.get("reload_max_abs_diff"), reused=True)
+        return BaseModel(model, tok, folder, rep, pre, meta.get("reload_max_abs_diff"), reused=True,
+                         probe=pd.DataFrame(meta.get("probe", [])))
     tok = train_tokenizer(docs, vocab_size=tiny.vocab_size)
     model = build_tiny_model(tok, tiny, seed=seed)
-    ev_docs = [f"{p}\n{c}" for p, c in zip(ds.eval["prompt"], ds.eval["completion"])] if paired else \
-        list(ds.eval["prompt"]) + list(ds.eval["completion"])
-    res = pretrain(model, tok, docs, settings, eval_documents=ev_docs)
+    if paired:  # full fine-tuning on the task: prompt/completion rows in the task format, loss on the analysis
+        order = np.random.default_rng(seed).permutation(len(ds.train))
+        tr = ds.train.iloc[order]
+        train_docs: Any = sft_rows(tok, tr["prompt"], tr["completion"], task.system)
+        ev_docs: Any = sft_rows(tok, ds.eval["prompt"], ds.eval["completion"], task.system)
+    else:
+        train_docs, ev_docs = docs, list(ds.eval["prompt"]) + list(ds.eval["completion"])
+    callbacks = []
+    if probe_every > 0 and len(ds.eval):
+        from workbench.llm.probe import TaskProbe
+
+        callbacks.append(TaskProbe(tok, ds.eval, every=probe_every, system=task.system))
+    res = pretrain(model, tok, train_docs, settings, eval_documents=ev_docs, callbacks=callbacks)
     model.eval()
     meta = {"fingerprint": fp, "tiny": tiny.to_dict(), "settings": dataclasses.asdict(settings), "paired": paired,
+            "task": task.to_dict(), "probe": [r for cb in callbacks for r in getattr(cb, "rows", [])],
             "documents": len(docs), "cutoff_ms": ds.cutoff_ms, "seconds": res.seconds, "steps": res.steps,
             "history": res.history.to_dict("records")}
     save_pretrained(model, tok, folder, meta)
@@ -392,16 +428,16 @@ def build_tiny_base(ds: SFTData, folder: str | os.PathLike[str], tiny: TinyConfi
     diff = reload_check(model, tok, folder, sample)
     meta["reload_max_abs_diff"] = diff
     (folder / "workbench.json").write_text(json.dumps(meta, indent=2, default=str))
-    return BaseModel(model, tok, folder, device_report(False), res, diff)
+    return BaseModel(model, tok, folder, device_report(False), res, diff, probe=pd.DataFrame(meta["probe"]))
 
 
 def get_base(base_model: str, ds: SFTData, models_dir: str | os.PathLike[str], tiny: TinyConfig | None = None,
              settings: TrainSettings | None = None, paired: bool = False, seed: int = 0, load_in_4bit: bool = True,
-             reuse: bool = True) -> BaseModel:
+             reuse: bool = True, task: TaskFormat | None = None, probe_every: int = 0) -> BaseModel:
     """``"workbench-tiny"``: :func:`build_tiny_base` under ``models_dir/workbench-tiny``; any other value: a
     local model directory loaded with :func:`workbench.llm.model.load_base`."""
     if base_model == TINY:
-        return build_tiny_base(ds, Path(models_dir) / TINY, tiny, settings, paired, seed, reuse)
+        return build_tiny_base(ds, Path(models_dir) / TINY, tiny, settings, paired, seed, reuse, task, probe_every)
     model, tok, rep = load_base(base_model, load_in_4bit=load_in_4bit)
     return BaseModel(model, tok, Path(base_model), rep)
 
@@ -423,25 +459,29 @@ def _workdir(path: str | os.PathLike[str] | None) -> Iterator[Path]:
 
 
 def train_sft(base: BaseModel, train: pd.DataFrame, eval: pd.DataFrame | None, output_dir: str | os.PathLike[str],
-              lora: LoRASettings | None = None, settings: TrainSettings | None = None) -> TrainResult:
+              lora: LoRASettings | None = None, settings: TrainSettings | None = None,
+              task: TaskFormat | None = None) -> TrainResult:
     """Supervised fine-tuning with a LoRA adapter (trl ``SFTTrainer``, prompt/completion, loss on the
     completion only). Saves the adapter (and tokenizer) to ``output_dir``; ``base.model`` is wrapped in
-    place (reload the base from its folder for a clean copy)."""
+    place (reload the base from its folder for a clean copy). ``task``: the base's recorded format by
+    default; the prompts in ``train`` must already be rendered in its style."""
     from trl import SFTConfig, SFTTrainer
 
     lora = lora or LoRASettings()
     s = settings or settings_for("sft")
     tok = base.tokenizer
+    task = task or base.task
     cb = MetricsCallback("sft")
     ev = eval.iloc[: s.max_eval_examples] if eval is not None and len(eval) else None
     with quiet(), _workdir(None) as wd:
         args = SFTConfig(**trainer_kwargs(s, wd, ev is not None), completion_only_loss=True)
         trainer = SFTTrainer(model=base.model, args=args,
-                             train_dataset=_dataset(sft_rows(tok, train["prompt"], train["completion"])),
-                             eval_dataset=_dataset(sft_rows(tok, ev["prompt"], ev["completion"])) if ev is not None else None,
+                             train_dataset=_dataset(sft_rows(tok, train["prompt"], train["completion"], task.system)),
+                             eval_dataset=_dataset(sft_rows(tok, ev["prompt"], ev["completion"], task.system))
+                             if ev is not None else None,
                              processing_class=tok, peft_config=lora.peft_config(), callbacks=[cb])
         out, secs, model = train_timed(trainer)
-        meta = {"stage": "sft", "base": str(base.path), "lora": dataclasses.asdict(lora),
+        meta = {"stage": "sft", "base": str(base.path), "task": task.to_dict(), "lora": dataclasses.asdict(lora),
                 "settings": dataclasses.asdict(s), "examples": len(train), "seconds": secs}
         save_pretrained(model, tok, output_dir, meta)
     hist = cb.history()
@@ -476,7 +516,8 @@ def load_policy(base_path: str | os.PathLike[str], adapters: Sequence[str | os.P
 # ------------------------------------------------------------------------------------------------
 def train_dpo(base_path: str | os.PathLike[str], sft_adapter: str | os.PathLike[str], train_pairs: pd.DataFrame,
               eval_pairs: pd.DataFrame | None, output_dir: str | os.PathLike[str], lora: LoRASettings | None = None,
-              settings: TrainSettings | None = None, load_in_4bit: bool = True) -> TrainResult:
+              settings: TrainSettings | None = None, load_in_4bit: bool = True,
+              task: TaskFormat | None = None) -> TrainResult:
     """DPO (Rafailov et al. 2023) of the SFT model on preference pairs; the reference is the SFT model.
 
     Full-precision base: the SFT adapter is merged into the base weights and a new LoRA adapter is
@@ -491,6 +532,7 @@ def train_dpo(base_path: str | os.PathLike[str], sft_adapter: str | os.PathLike[
 
     lora = lora or LoRASettings()
     s = settings or settings_for("dpo")
+    task = task or TaskFormat.of(sft_adapter, base_path)
     model, tok, rep = load_base(base_path, load_in_4bit=load_in_4bit)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*(checkpointing|deprecated).*")
@@ -506,12 +548,12 @@ def train_dpo(base_path: str | os.PathLike[str], sft_adapter: str | os.PathLike[
             adapters = [str(sft_adapter), str(output_dir)]
     tok.padding_side = "left"
     ev = eval_pairs.iloc[: s.max_eval_examples] if eval_pairs is not None and len(eval_pairs) else None
-    train_ds = _dataset(dpo_rows(tok, train_pairs))
+    train_ds = _dataset(dpo_rows(tok, train_pairs, task.system))
     cb = MetricsCallback("dpo")
     with quiet(), _workdir(None) as wd:
         args = DPOConfig(**trainer_kwargs(s, wd, ev is not None), beta=s.beta)
         trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train_ds,
-                             eval_dataset=_dataset(dpo_rows(tok, ev)) if ev is not None else None,
+                             eval_dataset=_dataset(dpo_rows(tok, ev, task.system)) if ev is not None else None,
                              processing_class=tok, callbacks=[cb])
         lens = [len(x) for x in trainer.train_dataset["chosen_ids"]]
         cb.chosen_tokens = float(np.mean(lens)) if lens else None
@@ -519,7 +561,8 @@ def train_dpo(base_path: str | os.PathLike[str], sft_adapter: str | os.PathLike[
         out, secs, model = train_timed(trainer)
         if "ref" in getattr(model, "peft_config", {}):
             model.delete_adapter("ref")
-        meta = {"stage": "dpo", "base": str(base_path), "sft_adapter": str(sft_adapter), "adapters": adapters,
+        meta = {"stage": "dpo", "base": str(base_path), "task": task.to_dict(), "sft_adapter": str(sft_adapter),
+                "adapters": adapters,
                 "reference": reference, "lora": dataclasses.asdict(lora), "settings": dataclasses.asdict(s),
                 "pairs": len(train_pairs), "seconds": secs}
         save_pretrained(model, tok, output_dir, meta)

@@ -156,8 +156,9 @@ def test_examples(points: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
 
 def crafted_analyses(f: Any, cfg: RLConfig, seed: int = 0) -> dict[str, str]:
     """Analyses of one decision point that differ in one way each (for the reward functions' demonstration):
-    the clean analysis, one with a false RSI claim, the same false claim padded with the keywords the naive
-    rewards pay for, a terse but true one, a signal against its own steps, and a position above the risk limit."""
+    the clean analysis, one with a false RSI claim, a terse one (MACD, Bollinger and support/resistance left
+    out: false under the verifier's required claims), the terse one with a false RSI claim padded with the
+    keywords the naive rewards pay for, a signal against its own steps, and a position above the risk limit."""
     import re
 
     from workbench.analysis.analyst import Analyst
@@ -171,7 +172,7 @@ def crafted_analyses(f: Any, cfg: RLConfig, seed: int = 0) -> dict[str, str]:
     terse = re.sub(r" Support [0-9.]+, resistance [0-9.]+\.", "", terse)
     stuffed = re.sub(r"RSI\(14\) is [0-9.]+, \w+\.", wrong_rsi + ". MACD and Bollinger bands confirm it.", terse)
     stuffed = stuffed.replace("\nStep 4 -", " Support and resistance hold.\nStep 4 -")
-    return {"clean (analyst)": clean, "false RSI claim": false_rsi, "terse but true": terse,
+    return {"clean (analyst)": clean, "false RSI claim": false_rsi, "terse (required claims left out)": terse,
             "terse, false RSI claim + keywords": stuffed,
             "signal against its own steps": a.write(f, mistakes=["inconsistent_signal"]).text,
             "above the risk limit": a.write(f, mistakes=["risk_violation"]).text}
