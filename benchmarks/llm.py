@@ -9,7 +9,10 @@ not depend on them). SFT = trl ``SFTTrainer`` with a LoRA adapter (r 16, all lin
 ``DPOTrainer`` with the reference computed by disabling the adapter, both as notebook 06 runs them.
 
 * steps/s: optimizer steps per second inside ``trainer.train()`` (first logged step excluded: warm-up);
-* generation: new tokens per second of ``workbench.llm.generate`` (sampling, 128 new tokens), batch 1 and 16;
+* generation: new tokens per second of ``workbench.llm.generate`` (sampling, 128 new tokens), batch 1, 16 and
+  64, for transformers' ``generate`` (the reference: the path before issue 17) and the fast decoder (float32,
+  float32 grounded, bfloat16 linears) and int8 dynamic quantisation; ``ratio`` is against the reference in the
+  same run (best of 2 runs);
 * collation: the trainer's own data collator timed alone on a batch of already-tokenized examples, against the
   full step on that batch (collate + forward + backward + AdamW step), median of repeats.
 """
@@ -29,8 +32,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import workbench  # noqa: E402,F401  (offline flags before transformers)
+from timing import best_of  # noqa: E402
 from workbench.llm import data as D  # noqa: E402
 from workbench.llm import evaluate as E  # noqa: E402
+from workbench.llm import fastgen as FG  # noqa: E402
 from workbench.llm import model as M  # noqa: E402
 from workbench.llm import train as T  # noqa: E402
 
@@ -72,6 +77,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--new-tokens", type=int, default=128)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -96,12 +102,32 @@ def main() -> None:
         rows.append({"what": f"DPO step (LoRA r16, batch {a.batch} pairs)", "value": steps_per_second(dpo.history),
                      "unit": "steps/s", "tokens/s": float(dpo.history["tokens_per_s"].median())})
         policy, ptok = T.load_policy(base.path, [str(tmp / "sft")])
-        prompts = list(ds.test["prompt"].iloc[:16])
-        for bs in (1, 16):
-            g = E.GenerationSettings(max_new_tokens=128, batch_size=bs, seed=0)
+        prompts = list(ds.test["prompt"].iloc[:64])
+        facts = list(ds.test["facts"].iloc[:64])
+        dec, dec16 = FG.FastDecoder(policy), FG.FastDecoder(policy, torch.bfloat16)
+        int8 = E.quantize_int8(policy)
+        for bs in (1, 16, 64):
+            n = max(bs, 4)
+            g = E.GenerationSettings(max_new_tokens=a.new_tokens, batch_size=bs, seed=0)
             E.generate(policy, ptok, prompts[:2], E.GenerationSettings(max_new_tokens=8))  # warm-up
-            tps = E.generation_speed(policy, ptok, prompts[: max(bs, 4)], g)
-            rows.append({"what": f"generation (sampling, batch {bs}, 128 new tokens)", "value": tps, "unit": "tokens/s"})
+            variants = [("transformers generate (reference: today's path)", policy, None, None, "0"),
+                        ("fast decoder, float32", policy, dec, None, "1"),
+                        ("fast decoder, float32, grounded", policy, dec, facts[:n], "1"),
+                        ("fast decoder, bfloat16 linears", policy, dec16, None, "1"),
+                        ("int8 dynamic quantisation, transformers generate", int8, None, None, "0")]
+            ref = None
+            for name, m, d, grounding, env in variants:
+                os.environ["WORKBENCH_FASTGEN"] = env
+
+                def run() -> list[str]:
+                    return E.generate(m, ptok, prompts[:n], g, grounding=grounding, decoder=d)
+
+                secs, texts = best_of(run, repeat=2 if bs < 64 else 1)
+                tps = sum(len(ptok(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts) / secs
+                ref = ref or tps
+                rows.append({"what": f"generation batch {bs}: {name}", "value": tps, "unit": "tokens/s",
+                             "ratio": tps / ref})
+            os.environ["WORKBENCH_FASTGEN"] = "1"
         # collation vs full step, with the trainers' own collators
         from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 

@@ -131,6 +131,42 @@ def test_tracker_opens_updates_closes(tmp_path):
     assert st["win_rate"] == 1.0 and st["exits"] == {"target": 1}
 
 
+def test_close_position_closes_it_and_update_never_overwrites_the_manual_outcome(tmp_path):
+    """Issue 18's bug, as document 001 uses it: close by hand, then keep updating."""
+    pg = PreferenceGenerator(tmp_path / "s.db")
+    d = _d("x", "BUY", t=0, entry=0.52, stop_loss=0.10, take_profit=0.95)
+    pg.record_decisions([d])
+    src = _Source([10, 20, 30], [0.50, 0.55, 0.47], [0.52, 0.57, 0.49], now=20)
+    tr = OutcomeTracker(pg, src, auto_close_after_days=25 / 86_400_000)  # a 25 ms holding limit
+    tr.track_decision(d)
+    assert tr.update_positions() == 0  # at now=20 the position is open, marks 0.50, 0.55
+    out = tr.close_position(d.id, exit_price=0.62)
+    assert out.reason == "manual" and out.ret == pytest.approx(0.10)
+    st = tr.get_stats()
+    assert (st["open"], st["closed"]) == (0, 1)
+    src._now = 40  # the time limit has passed: update_positions would have closed it at 0.55 ("time")
+    assert tr.update_positions() == 0
+    o = pg.store.outcomes()[d.id]
+    assert (o.reason, o.exit_price) == ("manual", 0.62)
+    with pytest.raises(ValueError, match="already closed"):
+        tr.close_position(d.id, exit_price=0.7)
+    # without a price: the last mark the tracker saw
+    e = _d("y", "BUY", t=0, entry=0.52, stop_loss=0.10, take_profit=0.95)
+    pg.record_decisions([e])
+    src._now = 20
+    tr.track_decision(e)
+    tr.update_positions()
+    assert tr.close_position(e.id).exit_price == pytest.approx(0.55)
+    # nothing seen yet, no source: the entry price
+    f = _d("z", "SELL", t=0, entry=0.48, stop_loss=0.9, take_profit=0.1)
+    pg.record_decisions([f])
+    bare = OutcomeTracker(pg)
+    bare.track_decision(f)
+    assert bare.close_position(f.id).exit_price == pytest.approx(0.48)
+    with pytest.raises(KeyError):
+        bare.close_position("no such id")
+
+
 # ---- store durability ----------------------------------------------------------------------------------------
 _WRITER = r"""
 import sys, time

@@ -378,3 +378,65 @@ def claims_by_kind(table: pd.DataFrame) -> pd.DataFrame:
     k = table.groupby("kind")[["made", "false"]].sum()
     k["false_share"] = k["false"] / k["made"]
     return k.sort_values("false_share", ascending=False)
+
+
+def quantize_int8(model: Any) -> Any:
+    """A copy of ``model`` with every ``nn.Linear`` int8 dynamically quantised (``torch.ao.quantization.quantize_dynamic``:
+    int8 weights, activations quantised per batch at run time; CPU only). Decoded by ``model.generate``."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(deprecated|quantize).*")
+        return quantize_dynamic(copy.deepcopy(model).float().cpu(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def precision_comparison(model: Any, tokenizer: Any, examples: pd.DataFrame, settings: GenerationSettings | None = None,
+                         system: str | None = SYSTEM_PROMPT) -> pd.DataFrame:
+    """Inference at full and reduced precision on the same prompts: new tokens per second and the true-step share
+    (model-only and grounded), one row per variant.
+
+    * ``float32, transformers generate``: the reference path (``WORKBENCH_FASTGEN=0``);
+    * ``float32, fast decoder``: :class:`workbench.llm.fastgen.FastDecoder`, the same logits;
+    * ``bfloat16 linears, fast decoder``: the projections and MLP in bfloat16 (AVX-512 BF16 CPUs; a GPU);
+    * ``int8 dynamic, transformers generate``: :func:`quantize_int8`.
+    4-/8-bit bitsandbytes loading applies to a local model on a CUDA GPU (:func:`workbench.llm.model.load_base`).
+    """
+    from workbench.llm import fastgen
+
+    g = settings or GenerationSettings()
+    facts = [facts_of(f) for f in examples["facts"]]
+    prompts = list(examples["prompt"])
+    ver = StepVerifier()
+    variants: list[tuple[str, Any, Any]] = [("float32, transformers generate", model, None)]
+    if fastgen.supports(model):
+        variants += [("float32, fast decoder", model, fastgen.FastDecoder(model)),
+                     ("bfloat16 linears, fast decoder", model, fastgen.FastDecoder(model, torch.bfloat16))]
+    if not torch.cuda.is_available():
+        variants.append(("int8 dynamic, transformers generate", quantize_int8(model), None))
+    rows = []
+    for name, m, dec in variants:
+        row: dict[str, Any] = {"variant": name}
+        for mode in ("model_only", "grounded"):
+            prev = os.environ.get("WORKBENCH_FASTGEN")
+            if dec is None:
+                os.environ["WORKBENCH_FASTGEN"] = "0"
+            try:
+                t0 = time.perf_counter()
+                texts = generate(m, tokenizer, prompts, g, system=system, grounding=facts if mode == "grounded" else None,
+                                 decoder=dec)
+                dt = time.perf_counter() - t0
+            finally:
+                if prev is None:
+                    os.environ.pop("WORKBENCH_FASTGEN", None)
+                else:
+                    os.environ["WORKBENCH_FASTGEN"] = prev
+            n = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
+            row[f"tokens_per_s_{mode}"] = n / dt
+            row[f"true_steps_{mode}"] = float(np.mean([ver.verify(t, f).true_step_share for t, f in zip(texts, facts)]))
+        rows.append(row)
+    out = pd.DataFrame(rows).set_index("variant")
+    out["speed_vs_reference"] = out["tokens_per_s_model_only"] / out["tokens_per_s_model_only"].iloc[0]
+    return out

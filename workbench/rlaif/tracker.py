@@ -176,12 +176,46 @@ class OutcomeTracker:
                 c.executemany("UPDATE positions SET last_update = ?, path = ? WHERE id = ?", updates)
         return len(closed)
 
-    def close_position(self, position_id: str, exit_price: float, reason: str = "manual") -> Outcome:
-        """Close by hand at ``exit_price`` (e.g. a live fill), with the marks seen so far."""
-        self.store.decision(position_id)  # raises KeyError for an unknown id
-        row = self.store.conn.execute("SELECT path, last_update FROM positions WHERE id = ?", (position_id,)).fetchone()
-        marks = np.asarray(json.loads(row[0]) if row and row[0] else [], float)
-        return self.pg.update_outcome(position_id, exit_price, marks, exit_time=row[1] if row else None, reason=reason)
+    def close_position(self, position_id: str, exit_price: float | None = None, reason: str = "manual") -> Outcome:
+        """Close an open position by hand at ``exit_price`` (e.g. a live fill), with the marks seen so far.
+
+        Without ``exit_price`` it closes at the last known price: the last mark :meth:`update_positions` saw,
+        else the source's current closing quote (bid for a long, ask for a short), else the entry price. The
+        position is marked closed, so a later :meth:`update_positions` never overwrites this outcome.
+        Raises ``KeyError`` for an unknown id and ``ValueError`` for a position already closed or with no price.
+        """
+        d = self.store.decision(position_id)  # raises KeyError for an unknown id
+        row = self.store.conn.execute("SELECT path, last_update, status FROM positions WHERE id = ?",
+                                      (position_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"{position_id!r} is a decision but not a tracked position (call track_decision first)")
+        if row[2] != "open":
+            raise ValueError(f"position {position_id!r} is already {row[2]}")
+        marks = np.asarray(json.loads(row[0]) if row[0] else [], float)
+        when = row[1]
+        if exit_price is None:
+            exit_price, when = self._last_price(d, marks, when)
+        if exit_price is None or not np.isfinite(float(exit_price)):
+            raise ValueError(f"position {position_id!r}: no exit price given and none known (no marks, no price "
+                             "source, no entry price)")
+        out = self.pg.update_outcome(position_id, float(exit_price), marks, exit_time=when, reason=reason)
+        with self.store.transaction() as c:
+            c.execute("UPDATE positions SET status = 'closed', last_update = ? WHERE id = ?",
+                      (int(out.exit_time) if out.exit_time is not None else when, position_id))
+        return out
+
+    def _last_price(self, d: TradingDecision, marks: np.ndarray, when: Any) -> tuple[float | None, Any]:
+        if len(marks) and np.isfinite(marks[-1]):
+            return float(marks[-1]), when
+        if self.source is not None:
+            now = int(self.source.now())
+            t, b, a = self.source.quotes(d.symbol, d.time, now)
+            if len(t):
+                px = b if d.direction >= 0 else a
+                return float(px[-1]), int(t[-1])
+        if np.isfinite(d.entry_price):
+            return float(d.entry_price), when
+        return None, when
 
     def get_open_positions(self) -> list[dict[str, Any]]:
         return self._positions("open")
