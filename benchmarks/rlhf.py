@@ -6,8 +6,10 @@ The model is notebook 06's SFT model when the work directory has one (``models/l
 initialised model of the same default architecture (``workbench.llm.TinyConfig()``: 4 layers, hidden 256)
 with a tokenizer trained on synthetic analyses; its rollouts are forced to the full length, so the timing
 is that of the longest analyses. GRPO uses the CPU sizes of ``rlhf_config.yaml`` and notebook 07 (4 prompts
-x 4 completions per step, 240 tokens, the process reward of the verifier). The reference in the same run:
-generating the same number of completions alone, so the ratio says how much of an RL step is rollout.
+x 4 completions per step, 240 tokens, the process reward of the verifier), run twice on the same prompts: with
+trl's own rollouts (``WORKBENCH_FASTGEN=0``, transformers ``generate`` on the peft model, the path before issue
+17) and with the fast decoder; the speed-up of the RL step is printed. Also in the same run: generating the same
+number of completions alone, so the ratio says how much of an RL step is rollout.
 """
 
 from __future__ import annotations
@@ -78,19 +80,26 @@ def main() -> None:
                                                                top_p=1.0)), repeat=1)
     del model
     rl_prompts = curriculum(rl_pool(pts, 600_000), cfg, n=s.prompts_per_step * a.steps, seed=0)
-    reward = GRPOReward("process-only", cfg)
-    t0 = time.perf_counter()
-    res = train_grpo(base, adapters, rl_prompts, reward, s)
-    total = time.perf_counter() - t0
-    h = res.history
-    lengths = h["completions/mean_length"].dropna() if "completions/mean_length" in h else []
-    print(f"GRPO: {res.steps} RL steps ({s.prompts_per_step} prompts x {s.num_generations} completions, up to "
-          f"{s.max_completion_length} tokens, mean {float(lengths.mean()) if len(lengths) else float('nan'):.0f}) in "
-          f"{res.seconds:.1f} s = {res.steps / res.seconds:.3f} RL steps/s ({res.seconds / res.steps:.1f} s per step; "
-          f"{total - res.seconds:.1f} s loading and set-up)")
-    print(f"reference: generating one step's {per_step} rollouts alone takes {secs_roll:.2f} s; an RL step costs "
-          f"{res.seconds / res.steps / secs_roll:.1f}x that (rollouts + reward + KL reference + backward)")
-    print(f"notebook 07 at these sizes: 3 schemes x 24 steps ~ {3 * 24 * res.seconds / res.steps / 60:.1f} min of GRPO")
+    per_path = {}
+    for env, label in (("0", "trl's rollouts (transformers generate on the peft model: the path before issue 17)"),
+                       ("1", "fast rollouts (workbench.llm.fastgen over the effective LoRA weights)")):
+        os.environ["WORKBENCH_FASTGEN"] = env
+        reward = GRPOReward("process-only", cfg)
+        t0 = time.perf_counter()
+        res = train_grpo(base, adapters, rl_prompts, reward, s)
+        total = time.perf_counter() - t0
+        h = res.history
+        lengths = h["completions/mean_length"].dropna() if "completions/mean_length" in h else []
+        per_path[env] = res.seconds / res.steps
+        print(f"GRPO, {label}: {res.steps} RL steps ({s.prompts_per_step} prompts x {s.num_generations} completions, "
+              f"up to {s.max_completion_length} tokens, mean "
+              f"{float(lengths.mean()) if len(lengths) else float('nan'):.0f}) in {res.seconds:.1f} s = "
+              f"{res.steps / res.seconds:.3f} RL steps/s ({res.seconds / res.steps:.1f} s per step; "
+              f"{total - res.seconds:.1f} s loading and set-up; fast rollouts {res.info.get('fast_rollouts', 0)})")
+    os.environ["WORKBENCH_FASTGEN"] = "1"
+    print(f"GRPO step speed-up, fast rollouts vs trl's: {per_path['0'] / per_path['1']:.2f}x (same run, same prompts)")
+    print(f"reference: generating one step's {per_step} rollouts alone takes {secs_roll:.2f} s; a fast RL step costs "
+          f"{per_path['1'] / secs_roll:.1f}x that (rollouts + reward + KL reference + backward)")
     if os.environ.get("KEEP_BENCH_DIR") is None:
         import shutil
 

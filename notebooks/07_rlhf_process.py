@@ -45,14 +45,16 @@ PROFILE = None  # its override block, "cpu" or "gpu" (None: by the device)
 SFT_DIR = None  # folder with notebook 06's sft_adapter and base (None: models/llm of the work directory)
 SCHEMES = ["outcome-only", "process-only", "combined"]  # reward schemes trained with GRPO
 PROCESS_REWARD = "verifier"  # process reward during RL: "verifier" (step labels) or "prm" (notebook 05's model)
-RL_PROMPTS = 96  # train/val prompts GRPO reads; RL steps: RL_PROMPTS / rlhf.batch_size x rlhf.rl_epochs
+RL_PROMPTS = 192  # train/val prompts GRPO reads; RL steps: RL_PROMPTS / PROMPTS_PER_STEP x rlhf.rl_epochs
+PROMPTS_PER_STEP = 2  # prompts per RL step (each with NUM_GENERATIONS completions)
+SEEDS = [7, 8, 9]  # GRPO seeds per scheme (same prompts, same start): the spread between seeds is part of the answer
 RL_LEARNING_RATE = 2e-4  # LoRA learning rate of GRPO (None: rlhf.learning_rate of the configuration)
-NUM_GENERATIONS = None  # completions per prompt, the GRPO group (None: 4 on CPU, 8 on GPU)
-MAX_COMPLETION_LENGTH = None  # longest rollout in tokens (None: 240 on CPU, 512 on GPU)
+NUM_GENERATIONS = 8  # completions per prompt, the GRPO group (None: 4 on CPU, 8 on GPU)
+MAX_COMPLETION_LENGTH = 256  # longest rollout in tokens (None: 240 on CPU, 512 on GPU)
 KL_BETA = 0.04  # KL penalty towards the SFT model (Shao et al. 2024)
-RL_TEMPERATURE = 1.0  # sampling temperature of the rollouts
+RL_TEMPERATURE = 0.9  # sampling temperature of the rollouts (checked below: signals must stay parseable)
 CURRICULUM = "curriculum"  # prompt order: "curriculum" (easy first), "random" or "reverse"
-N_EVAL_PROMPTS = 64  # held-out test-period prompts
+N_EVAL_PROMPTS = 200  # held-out test-period prompts
 BEST_OF_N = 8  # analyses sampled per prompt for reranking
 TEMPERATURE = 0.7  # sampling temperature of the evaluation
 MAX_NEW_TOKENS = 256  # longest analysis written at evaluation, in tokens
@@ -109,27 +111,45 @@ display(rlhf.stage_summary(prompts).round(3))
 plots.save(rlhf.curriculum_figure(prompts), "07_curriculum");
 
 # %% [markdown]
-# ## 3. GRPO with each reward scheme
+# ## 3. Is there anything to learn? Reward variance within GRPO groups, before training
 #
-# The SFT adapter is merged into the base and a new LoRA adapter is trained with trl's `GRPOTrainer`; the KL
-# reference is the SFT model itself (the adapter disabled). Every scheme starts from the same weights and reads
-# the same prompts in the same order with the same seed. The outcome reward replays each rollout's signal on
-# the recorded quotes (entry at the ask or bid of the facts, exit at its stop, its target, the expiry or after
-# `HOLD_MINUTES`); those windows end before the test period begins.
+# GRPO's advantage is a completion's reward standardised within its group (the completions of one prompt), so
+# a group whose rewards are all equal teaches nothing. From the starting (SFT) policy, `NUM_GENERATIONS`
+# rollouts per RL prompt at the rollout temperature: per scheme, the mean within-group standard deviation and
+# the share of groups with no variance at all; and the share of rollouts with a parseable signal (an
+# unparseable one gets the losing-trade reward, which is noise rather than signal).
 
 # %%
 settings = rlhf.rl_settings(cfg, learning_rate=RL_LEARNING_RATE, num_generations=NUM_GENERATIONS,
                             max_completion_length=MAX_COMPLETION_LENGTH, beta=KL_BETA, temperature=RL_TEMPERATURE,
-                            seed=SEED)
+                            prompts_per_step=PROMPTS_PER_STEP, seed=SEED)
 display(pd.Series(settings.to_dict()).to_frame("GRPO settings").T)
 rewards = rlhf.grpo_reward_functions(cfg, outcome, PROCESS_REWARD, inputs.reward_models.prm, SCHEMES)
-results = rlhf.train_schemes(inputs, prompts, rewards, settings, MODELS)
+sft_model, sft_tok = llm.load_policy(inputs.base, inputs.adapters)
+variance, rollouts = rlhf.group_reward_variance(sft_model, sft_tok, prompts, rewards, settings.num_generations,
+                                                settings.temperature, settings.max_completion_length, SEED)
+display(variance.round(3))
+del sft_model
+
+# %% [markdown]
+# ## 4. GRPO with each reward scheme, several seeds
+#
+# The SFT adapter is merged into the base and a new LoRA adapter is trained with trl's `GRPOTrainer` (rollouts
+# sampled by the workbench's fast decoder over the current weights); the KL reference is the SFT model itself
+# (the adapter disabled). Every scheme starts from the same weights and reads the same prompts in the same order;
+# each is trained with every seed of `SEEDS`. The outcome reward replays each rollout's signal on the recorded
+# quotes (entry at the ask or bid of the facts, exit at its stop, its target, the expiry or after
+# `HOLD_MINUTES`); those windows end before the test period begins. The process reward does not see the
+# verifier's label claims `rlhf.HELD_OUT_CLAIMS`: they are a held-out target below.
+
+# %%
+results = rlhf.train_schemes(inputs, prompts, rewards, settings, MODELS, seeds=SEEDS)
 display(rlhf.training_summary(results).round(3))
 plots.save(rlhf.training_figure({k: r.history for k, r in results.items()}, {k: r.records for k, r in results.items()}),
            "07_training");
 
 # %% [markdown]
-# ## 4. Held-out evaluation of the policies
+# ## 5. Held-out evaluation of the policies
 #
 # One analysis per test-period prompt from the SFT model and each policy (seeded sampling); the analyst's own
 # analyses as a reference. Calibration: does a stated confidence of 0.8 win 80 % of the time (trades with a
@@ -142,10 +162,32 @@ generation = llm.GenerationSettings(temperature=TEMPERATURE, max_new_tokens=MAX_
 rl_scored = rlhf.evaluate_policies(rlhf.policy_loaders(inputs, results), examples, generation, inputs.source, hold_ms, cfg)
 rl_summary = rlhf.summary_table(rl_scored, N_BOOT, SEED)
 display(rlhf.display_table(rl_summary))
-display(rlhf.comparisons_table(rlhf.compare(rl_scored, "process-only", "outcome-only", n_boot=N_BOOT, seed=SEED)).round(4))
 
 # %% [markdown]
-# ## 5. Best-of-n: outcome versus process reward model
+# ### Targets no scheme optimises, and what the design can detect
+#
+# Per scheme and seed, on the same test prompts: the **expected P&L per share of the final signal under the
+# simulator's true probability of Up** (evaluation only; real data has no truth), the **realised P&L** of
+# following it (HOLD = 0), the share of true **held-out label claims** (not in the process reward), and the true-step
+# share (which the process reward does optimise, shown for contrast). Then each pair of schemes, per prompt
+# averaged over seeds: the paired difference with its 95 % interval and the **minimum detectable effect** (80 %
+# power, two-sided 5 %) of this design.
+
+# %%
+true_path, truth_note = rlhf.truth_path(P.processed, P.raw)
+print(truth_note)
+names = {k: (r.scheme, int(r.info["seed"])) for k, r in results.items()}
+rl_targets = rlhf.attach_targets(rl_scored, examples, true_path, names)
+targets = rlhf.target_table(rl_targets[rl_targets["model"] != "reference (analyst)"], N_BOOT, SEED)
+display(targets.round(4))
+pairs_ = [(a, b) for i, a in enumerate(SCHEMES) for b in SCHEMES[i + 1:]]
+scheme_comparisons = pd.concat([rlhf.scheme_comparison(rl_targets, a, b, N_BOOT, SEED) for a, b in pairs_]
+                               + [rlhf.scheme_comparison(rl_targets, s, "SFT", N_BOOT, SEED) for s in SCHEMES],
+                               ignore_index=True)
+display(scheme_comparisons.round(4))
+
+# %% [markdown]
+# ## 6. Best-of-n: outcome versus process reward model
 #
 # `BEST_OF_N` analyses per test prompt from the SFT model; each scorer keeps one. The process reward model
 # scores an analysis by the product of its steps' probabilities (Lightman et al.); the verifier's weighted
@@ -157,7 +199,7 @@ bon_summary = rlhf.summary_table(bon_scored, N_BOOT, SEED)
 display(rlhf.display_table(bon_summary))
 
 # %% [markdown]
-# ## 6. Diagnostics: rewards per step type, the worst steps, and rewards against outcomes
+# ## 7. Diagnostics: rewards per step type, the worst steps, and rewards against outcomes
 #
 # The guide's `analyze_steps` and `debug_rewards`: which step types are true how often, how the process reward
 # model scores true and false steps of each type, the lowest-scored steps with the claims that failed, and how
@@ -177,7 +219,7 @@ display(rlhf.reward_outcome_correlation(candidates, scorer_cols, "ret0", N_BOOT,
 plots.save(rlhf.correlation_figure(candidates, scorer_cols, "ret0"), "07_reward_vs_return");
 
 # %% [markdown]
-# ## 7. The guide's entry point
+# ## 8. The guide's entry point
 #
 # `RLHFTradingTrainer(config_path).generate_trading_analysis(market)` with the guide's example market. The
 # generic dict lacks most of the prompt's facts (an Up/Down market's quotes, the move since the open...); the
@@ -192,7 +234,7 @@ print(decision["final_reasoning"])
 print("assumptions:", *decision["assumptions"], sep="\n  - ")
 
 # %% [markdown]
-# ## 8. Process versus outcome: the table and the answer
+# ## 9. Process versus outcome: the table and the answer
 #
 # Each row: a reward scheme (RL) or a reranker (best-of-n); each cell: the estimate and its bootstrap 95 %
 # interval on the same test-period prompts. The answer below is computed from the paired differences: a scheme
@@ -206,6 +248,19 @@ rlhf.save_outputs(OUT, {"settings": settings.to_dict(), "schemes": SCHEMES, "pro
                         "market_outcomes": inputs.source_note, "policies": {k: str(r.output_dir) for k, r in results.items()}},
                   rl_summary=rl_summary, bon_summary=bon_summary, final_table=final, rl_analyses=rl_scored,
                   bon_analyses=bon_scored, candidates=candidates, steps=steps, prompts=prompts,
-                  training=rlhf.training_summary(results))
+                  training=rlhf.training_summary(results), targets=targets, scheme_comparisons=scheme_comparisons,
+                  group_variance=variance.reset_index())
+llm.save_json(rlhf.rl_metrics(variance, targets, scheme_comparisons, settings.to_dict(),
+                              {"seeds": SEEDS, "truth": truth_note, "n_eval_prompts": len(examples),
+                               "held_out_claims": list(rlhf.HELD_OUT_CLAIMS),
+                               "rl_seconds": {k: r.seconds for k, r in results.items()},
+                               "rl_steps": {k: r.steps for k, r in results.items()}}), OUT / "metrics.json")
 display(final)
-print(rlhf.conclusion(rl_scored, bon_scored, n_boot=N_BOOT, seed=SEED))
+print(rlhf.conclusion(rl_scored, bon_scored, process=f"process-only (seed {SEEDS[0]})" if len(SEEDS) > 1 else "process-only",
+                      outcome=f"outcome-only (seed {SEEDS[0]})" if len(SEEDS) > 1 else "outcome-only", n_boot=N_BOOT,
+                      seed=SEED))
+print("\nAll seeds, per prompt averaged over seeds:")
+for c in scheme_comparisons.itertuples():
+    print(f"  {c.comparison} on {c.target}: {c.diff:+.4f} [{c.lo:+.4f}, {c.hi:+.4f}], {c.prompts} prompts; smallest "
+          f"effect this design detects (80 % power): {c.mde_80pct_power:.4f} -> "
+          f"{'detected' if c.detected else 'not detected'}")

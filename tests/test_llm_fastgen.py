@@ -201,7 +201,7 @@ def test_aligned_prompt_carries_every_number_the_analysis_restates(points):
                     assert f"ask {m.group(1)}" in p
                 else:
                     assert m.group(1) in p, (pat, m.group(1), p)
-        assert f"gap {round((f.fair - f.up_mid) * 100):+d} cents" in p
+        assert f"gap {(f.fair - f.up_mid) * 100:+.1f} cents" in p
         assert f.market not in p and "Write" not in p  # no slug, no request
     with pytest.raises(ValueError):
         prompt_from_facts(D.facts_of(points["facts"].iloc[0]), "nope")
@@ -243,3 +243,33 @@ def test_copy_probe_separates_copying_from_guessing(tok, model, points):
     ids, att, cm = PR._examples(tok, list(ex["prompt"]), list(ex["completion"]), None)
     assert cm.sum() >= 8 * 20  # ~30 copied digits per analysis
     assert all(tok.convert_ids_to_tokens(int(i)).isdigit() for i in ids[cm])
+
+
+def test_merged_decoder_reads_the_lora_policy_and_leaves_it_unmerged(tok, model, points):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    pm = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                          lora_dropout=0.0))
+    torch.manual_seed(0)
+    for n, p in pm.named_parameters():
+        if "lora_B" in n:
+            p.data.normal_(0, 0.5)  # a trained-looking adapter (B = 0 at init would hide a missing merge)
+    pm.eval()
+    before = {n: p.detach().clone() for n, p in pm.named_parameters()}
+    enc = _batch(tok, list(points["prompt"].iloc[:3]))
+    assert FG.supports(pm)  # read as base + scaling x B A, never the base weights alone
+    dec = FG.merged_decoder(pm)
+    with torch.no_grad():
+        ref = pm(**enc).logits
+        mine = dec.prefill_logits(enc["input_ids"], enc["attention_mask"])
+    m = enc["attention_mask"].bool()
+    assert torch.allclose(ref[m], mine[m], atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        plain = model(**enc).logits
+    assert (ref[m] - plain[m]).abs().max() > 1e-2  # the adapter matters
+    after = dict(pm.named_parameters())
+    assert all(torch.equal(before[n], after[n].detach()) for n in before)  # the policy is not modified
+    dec.layers[0].qkv.add_(1.0)  # the decoder holds copies
+    assert all(torch.equal(before[n], after[n].detach()) for n in before)

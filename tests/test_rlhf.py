@@ -278,6 +278,7 @@ def test_a_tiny_grpo_run_raises_the_reward(models_dir, tmp_path):
     res = train_grpo(base, adapters, prompts, reward, s, tmp_path / "policy")
     h = res.history[res.history["reward"].notna()]
     assert res.steps == 24 and len(h) == 24
+    assert res.info["fast_rollouts"] == 24 * 2 * 16  # every rollout (2 prompts x 16 per step) from the fast decoder
     first, last = h["reward"].iloc[:8].mean(), h["reward"].iloc[-8:].mean()
     assert last > first + 0.05, h["reward"].round(3).tolist()  # the trainer's logged group-mean reward rises
     buy = res.records.assign(buy=res.records["signal"] == "BUY").groupby("step")["buy"].mean()

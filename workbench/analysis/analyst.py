@@ -29,11 +29,11 @@ def prompt_from_facts(f: Facts, style: str = "full") -> str:
     a function of two of them)."""
     pos = "flat" if abs(f.position) < 1e-9 else f"{f.position:+.0f} Up-equivalent shares"
     if style == "aligned":
-        gap_c = round((f.fair - f.up_mid) * 100)
+        gap_c = (f.fair - f.up_mid) * 100  # one decimal: the pricing word compares it with a 3-cent threshold
         return (f"RSI(14) is {f.rsi:.1f}. MACD histogram is {f.macd_bp:+.1f} bp. Bollinger width is {f.bb_width_pct:.2f}%. "
                 f"Volatility is {f.vol_pct:.3f}% per minute. Up bid {f.up_bid:.2f} ask {f.up_ask:.2f}. "
                 f"BTC is {'up' if f.btc_move_pct >= 0 else 'down'} {abs(f.btc_move_pct):.2f}%, {f.minutes_left:.1f} "
-                f"minutes left. Up trades at {f.up_mid:.2f}, fair value of {f.fair:.2f}, gap {gap_c:+d} cents. "
+                f"minutes left. Up trades at {f.up_mid:.2f}, fair value of {f.fair:.2f}, gap {gap_c:+.1f} cents. "
                 f"Support {f.range_low:.2f}, resistance {f.range_high:.2f}. Position: {pos}. Capital {f.capital:.0f} USDC.")
     if style != "full":
         raise ValueError(f"prompt style must be one of {PROMPT_STYLES}, got {style!r}")

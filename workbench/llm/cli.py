@@ -136,7 +136,15 @@ def _cmd_infer(a: argparse.Namespace) -> int:
     if a.num_samples:
         rows = rows.iloc[: a.num_samples]
     model, tok = _policy(a)
-    texts = generate(model, tok, list(rows["prompt"]), _generation(a))
+    from workbench.analysis.analyst import prompt_from_facts
+    from workbench.llm.model import task_of
+
+    style = task_of(model).prompt_style
+    if "facts" in rows.columns and style != "full":  # ask the model the way it was trained
+        rows = rows.assign(prompt=[prompt_from_facts(facts_of(f), style) if f else p
+                                   for f, p in zip(rows["facts"], rows["prompt"])])
+    texts = generate(model, tok, list(rows["prompt"]), _generation(a),
+                     grounding=[facts_of(f) for f in rows["facts"]] if a.grounded and "facts" in rows.columns else None)
     ver = StepVerifier()
     out = []
     for text, r in zip(texts, rows.to_dict("records")):
@@ -240,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pretrain-epochs", type=float, default=None, help="epochs of the tiny base's pretraining")
     i = sub.add_parser("infer", help="write analyses (and their verification) for prompts")
     common(i)
+    i.add_argument("--grounded", action="store_true",
+                   help="force the numbers that restate a fact from the rows' facts (labels and signal stay the model's)")
     c = sub.add_parser("commentary", help="market commentary of the last minutes, verified claim by claim")
     common(c)
     c.add_argument("--features", help="notebook 02's features.parquet (log_close) or a table with close")

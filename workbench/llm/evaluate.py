@@ -33,8 +33,7 @@ from workbench.analysis.facts import SIGNALS
 from workbench.analysis.rlconfig import STEPS
 from workbench.analysis.verifier import StepVerifier
 from workbench.llm.data import facts_of
-from workbench.llm.model import format_prompt, has_chat_template
-from workbench.rlaif.finetune import SYSTEM_PROMPT
+from workbench.llm.model import format_prompt, has_chat_template, resolve_system
 from workbench.rlaif.store import TradingDecision
 from workbench.rlaif.tracker import evaluate as evaluate_decision
 
@@ -66,14 +65,15 @@ def fast_enabled() -> bool:
 
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings | None = None,
-             system: str | None = SYSTEM_PROMPT, formatted: bool = False, grounding: Sequence[Any] | None = None,
+             system: str | None = "auto", formatted: bool = False, grounding: Sequence[Any] | None = None,
              decoder: Any = None) -> list[str]:
     """Completions of ``prompts`` (batched, left-padded; seeded: batch ``b`` uses ``seed + b``).
 
     ``formatted=True`` takes the prompts as already-rendered model inputs (e.g. a chat history).
     ``grounding``: one :class:`workbench.analysis.Facts` per prompt -- the numbers that restate a fact are
     forced from it (:class:`workbench.llm.fastgen.Grounder`; labels, signal, confidence and take profit stay
-    the model's). Llama-architecture models decode with :class:`~workbench.llm.fastgen.FastDecoder` (the same
+    the model's). ``system="auto"``: the system message of the model's task format (recorded in its folder and
+    attached by :func:`workbench.llm.train.load_policy`; the design's system prompt otherwise). Llama-architecture models decode with :class:`~workbench.llm.fastgen.FastDecoder` (the same
     logits, less overhead; ``decoder`` reuses one already built); other models use ``model.generate``, where
     grounding is a ``LogitsProcessor`` doing the same.
     """
@@ -82,6 +82,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], settings: Gener
     g = settings or GenerationSettings()
     model.eval()
     tokenizer.padding_side = "left"
+    system = resolve_system(model, system)
     texts = list(prompts) if formatted else [format_prompt(tokenizer, p, system) for p in prompts]
     facts = [facts_of(f) for f in grounding] if grounding is not None else None
     if facts is not None and len(facts) != len(texts):
@@ -144,9 +145,10 @@ def _completion_ids(tokenizer: Any, prompt: str, completion: str, system: str | 
 
 @torch.no_grad()
 def completion_nll(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
-                   system: str | None = SYSTEM_PROMPT, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                   system: str | None = "auto", batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
     """Per example: summed negative log-likelihood (nats) of the completion tokens given the prompt, and the
     number of those tokens. Shapes ``(N,)``, ``(N,)``."""
+    system = resolve_system(model, system)
     model.eval()
     nll, cnt = np.zeros(len(prompts)), np.zeros(len(prompts), dtype=np.int64)
     items = [_completion_ids(tokenizer, p, c, system) for p, c in zip(prompts, completions)]
@@ -172,9 +174,9 @@ def completion_nll(model: Any, tokenizer: Any, prompts: Sequence[str], completio
 
 
 def perplexity(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
-               system: str | None = SYSTEM_PROMPT) -> float:
+               system: str | None = "auto") -> float:
     """Corpus perplexity of the completions: ``exp(sum NLL / sum tokens)``."""
-    nll, cnt = completion_nll(model, tokenizer, prompts, completions, system)
+    nll, cnt = completion_nll(model, tokenizer, prompts, completions, resolve_system(model, system))
     return float(np.exp(nll.sum() / max(cnt.sum(), 1)))
 
 
@@ -276,7 +278,7 @@ TEMPLATE_BASELINE = "template, another point's numbers"
 
 def evaluate_models(specs: Sequence[ModelSpec], examples: pd.DataFrame, generation: GenerationSettings | None = None,
                     source: Any = None, max_hold_ms: int = 15 * 60_000, include_reference: bool = True,
-                    n_boot: int = 1000, system: str | None = SYSTEM_PROMPT,
+                    n_boot: int = 1000, system: str | None = "auto",
                     modes: Sequence[str] = ("model_only", "grounded")) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Generate, verify and score every model on ``examples`` (test-period decision points).
 
@@ -394,7 +396,7 @@ def quantize_int8(model: Any) -> Any:
 
 
 def precision_comparison(model: Any, tokenizer: Any, examples: pd.DataFrame, settings: GenerationSettings | None = None,
-                         system: str | None = SYSTEM_PROMPT) -> pd.DataFrame:
+                         system: str | None = "auto") -> pd.DataFrame:
     """Inference at full and reduced precision on the same prompts: new tokens per second and the true-step share
     (model-only and grounded), one row per variant.
 

@@ -187,15 +187,60 @@ class GroundingProcessor:
 # ------------------------------------------------------------------------------------------------
 # The decoder
 # ------------------------------------------------------------------------------------------------
+def _unwrap(model: Any) -> Any:
+    """The transformers model inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _linear(mod: Any) -> torch.nn.Linear | None:
+    """The ``nn.Linear`` holding the layer's base weight: the layer itself or a peft LoRA layer's base layer
+    (None for anything else)."""
+    if type(mod) is torch.nn.Linear:
+        return mod
+    base = getattr(mod, "base_layer", None)
+    if type(base) is torch.nn.Linear and hasattr(mod, "lora_A") and not getattr(mod, "fan_in_fan_out", False):
+        return base
+    return None
+
+
+def effective_weight(mod: Any) -> torch.Tensor:
+    """``(out, in)`` weight the layer applies at inference: ``W``, plus ``scaling x B A`` for each active LoRA
+    adapter not merged into ``W`` (Hu et al. 2021; dropout is off at inference). A new tensor for LoRA layers,
+    so the trainable model is never modified."""
+    lin = _linear(mod)
+    if lin is None:
+        raise TypeError(f"not a linear layer: {type(mod).__name__}")
+    w = lin.weight.detach()
+    if lin is mod or getattr(mod, "merged", False) or getattr(mod, "disable_adapters", False):
+        return w
+    out = w.clone()
+    for name in getattr(mod, "active_adapters", []):
+        if name in mod.lora_A:
+            a, b = mod.lora_A[name].weight.detach(), mod.lora_B[name].weight.detach()
+            out += mod.scaling[name] * (b @ a).to(out.dtype)
+    return out
+
+
 def supports(model: Any) -> bool:
-    """Whether :class:`FastDecoder` can run ``model``: a plain (unwrapped, unquantised) Llama causal LM."""
-    cfg = getattr(model, "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) != "llama" or not hasattr(model, "model"):
+    """Whether :class:`FastDecoder` can run ``model``: an unquantised Llama causal LM, plain or with peft LoRA
+    adapters (read as their effective weights, :func:`effective_weight`)."""
+    m = _unwrap(model)
+    cfg = getattr(m, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) != "llama" or not hasattr(m, "model"):
         return False
-    if getattr(model, "is_quantized", False) or getattr(cfg, "quantization_config", None) is not None:
+    if getattr(m, "is_quantized", False) or getattr(cfg, "quantization_config", None) is not None:
         return False
-    lin = model.model.layers[0].self_attn.q_proj
-    return type(lin) is torch.nn.Linear and getattr(cfg, "hidden_act", "silu") == "silu"
+    try:
+        lin = m.model.layers[0].self_attn.q_proj
+    except AttributeError:
+        return False
+    return _linear(lin) is not None and getattr(cfg, "hidden_act", "silu") == "silu"
+
+
+def merged_decoder(model: Any, linear_dtype: torch.dtype = torch.float32) -> "FastDecoder":
+    """A :class:`FastDecoder` over ``model``'s current effective weights (LoRA adapters added to copies of the base
+    weights, :func:`effective_weight`; the trainable model is not touched)."""
+    return FastDecoder(model, linear_dtype, copy=True)
 
 
 @dataclass
@@ -219,21 +264,29 @@ class FastDecoder:
         AVX-512 BF16, slower elsewhere): norms, attention and the KV cache stay float32, logits are float32.
     """
 
-    def __init__(self, model: Any, linear_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, model: Any, linear_dtype: torch.dtype = torch.float32, copy: bool = False) -> None:
         if not supports(model):
-            raise TypeError("FastDecoder needs a plain Llama causal LM; use transformers' generate for this model")
+            raise TypeError("FastDecoder needs a Llama causal LM (adapters merged); use transformers' generate for "
+                            "this model")
+        model = _unwrap(model)
         cfg = model.config
         m = model.model
         self.model = model
+
+        def w(mod: Any) -> torch.Tensor:
+            t = effective_weight(mod)
+            shared = t.data_ptr() == _linear(mod).weight.data_ptr()  # type: ignore[union-attr]
+            return t.clone() if copy and shared else t
+
         self.n_heads = cfg.num_attention_heads
         self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
         self.eps = float(cfg.rms_norm_eps)
         self.scale = self.head_dim ** -0.5
         self.max_pos = int(cfg.max_position_embeddings)
-        self.embed = m.embed_tokens.weight.detach()
-        self.norm = m.norm.weight.detach()
-        self.lm_head = model.lm_head.weight.detach()
+        self.embed = m.embed_tokens.weight.detach().clone() if copy else m.embed_tokens.weight.detach()
+        self.norm = m.norm.weight.detach().clone() if copy else m.norm.weight.detach()
+        self.lm_head = w(model.lm_head) if _linear(model.lm_head) is not None else self.embed
         self.rotary = m.rotary_emb
         self.linear_dtype = linear_dtype
         ld = linear_dtype
@@ -242,11 +295,11 @@ class FastDecoder:
         for L in m.layers:
             a, p = L.self_attn, L.mlp
             self.layers.append(_Layer(
-                L.input_layernorm.weight.detach(),
-                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).detach().to(ld),
-                a.o_proj.weight.detach().to(ld), L.post_attention_layernorm.weight.detach(),
-                torch.cat([p.gate_proj.weight, p.up_proj.weight]).detach().to(ld), p.down_proj.weight.detach().to(ld)))
-        self.bias_free = all(getattr(getattr(L.self_attn, n), "bias", None) is None
+                L.input_layernorm.weight.detach().clone(),
+                torch.cat([w(a.q_proj), w(a.k_proj), w(a.v_proj)]).to(ld),
+                w(a.o_proj).to(ld), L.post_attention_layernorm.weight.detach().clone(),
+                torch.cat([w(p.gate_proj), w(p.up_proj)]).to(ld), w(p.down_proj).to(ld)))
+        self.bias_free = all(getattr(_linear(getattr(L.self_attn, n)), "bias", None) is None
                              for L in m.layers for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
         if not self.bias_free:
             raise TypeError("FastDecoder supports bias-free attention projections only")

@@ -94,6 +94,18 @@ class TaskFormat:
         return cls()
 
 
+def task_of(model: Any) -> TaskFormat:
+    """The task format a model was loaded with (:func:`workbench.llm.train.load_policy` records it), else the
+    default."""
+    t = getattr(model, "workbench_task", None)
+    return t if isinstance(t, TaskFormat) else TaskFormat()
+
+
+def resolve_system(model: Any, system: Any) -> str | None:
+    """``system`` unless it is ``"auto"``: then the system message of the model's task format."""
+    return task_of(model).system if system == "auto" else system
+
+
 # ------------------------------------------------------------------------------------------------
 # Tokenizer
 # ------------------------------------------------------------------------------------------------

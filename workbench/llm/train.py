@@ -508,6 +508,8 @@ def load_policy(base_path: str | os.PathLike[str], adapters: Sequence[str | os.P
             if i < len(adapters) - 1 or (merge and not rep.quantized_4bit):
                 model = model.merge_and_unload()
     model.eval()
+    # how this policy is asked (the last folder that recorded it): generate(system="auto") reads it
+    model.workbench_task = TaskFormat.of(*[str(a) for a in adapters][::-1], base_path)
     return model, tok
 
 

@@ -9,15 +9,16 @@ Modules
 ``evaluation``   held-out comparison with bootstrap intervals, best-of-n reranking, the computed verdict
 ``diagnostics``  the guide's ``debug_rewards`` / ``analyze_steps``: rewards per step type, worst steps, figures
 ``study``        notebook 07's glue (inputs, prompts, training every scheme, saving)
+``power``        within-group reward variance, held-out targets (true EV, P&L, held-out claims), detectable effect
 ``trainer``      the guide's ``RLHFTradingTrainer`` and ``generate_trading_analysis``
 ``cli``          ``python -m workbench.rlhf train | evaluate | generate``
 
 Heavy dependencies (torch, transformers, trl) load only when a function needs them.
 """
 
-from workbench.rlhf.rewards import (MENTIONS, GRPOReward, ReplayOutcome, Scheme, Scored, calibration_reward,
-                                    completion_text, format_reward, grpo_reward_functions, mention_reward,
-                                    outcome_reward, prm_process_reward, prm_step_probs, process_reward,
+from workbench.rlhf.rewards import (HELD_OUT_CLAIMS, MENTIONS, GRPOReward, ReplayOutcome, Scheme, Scored,
+                                    calibration_reward, completion_text, format_reward, grpo_reward_functions,
+                                    mention_reward, outcome_reward, prm_process_reward, prm_step_probs, process_reward,
                                     process_reward_from_probs, score)
 
 __all__ = ["MENTIONS", "Scheme", "Scored", "calibration_reward", "mention_reward", "outcome_reward", "process_reward",
@@ -31,7 +32,10 @@ __all__ = ["MENTIONS", "Scheme", "Scored", "calibration_reward", "mention_reward
            "prm_process_reward", "prm_step_probs", "reward_outcome_correlation", "rl_pool", "rl_settings",
            "save_outputs", "scored_facts", "stage_summary", "step_figure", "step_table", "summary_table",
            "test_examples", "train_grpo", "train_schemes", "training_figure", "training_steps", "training_summary",
-           "worst_steps", "comparisons_table", "compare", "resolve_config", "device_kind"]
+           "worst_steps", "comparisons_table", "compare", "resolve_config", "device_kind",
+           # issue 17: power of the comparison
+           "HELD_OUT_CLAIMS", "group_reward_variance", "held_out_claims", "minimum_detectable_effect",
+           "scheme_comparison", "target_table", "true_ev", "truth_path", "attach_targets", "rl_metrics"]
 
 _LAZY = {
     "curriculum": ("STAGES", "build_curriculum", "difficulty_table", "stage_summary"),
@@ -44,6 +48,8 @@ _LAZY = {
     "study": ("best_of_n_study", "combine_scored", "crafted_analyses", "load_inputs", "policy_loaders", "rl_pool",
               "save_outputs", "scored_facts", "test_examples", "train_schemes", "training_summary"),
     "trainer": ("RLHFTradingTrainer", "facts_from_market", "resolve_config"),
+    "power": ("group_reward_variance", "held_out_claims", "minimum_detectable_effect", "scheme_comparison",
+              "target_table", "true_ev", "truth_path", "attach_targets", "rl_metrics"),
 }
 _WHERE = {name: mod for mod, names in _LAZY.items() for name in names}
 

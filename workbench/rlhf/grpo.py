@@ -36,6 +36,7 @@ import torch
 import workbench  # noqa: F401  (offline flags before transformers)
 from workbench import config
 from workbench.analysis.rlconfig import RLConfig
+from workbench.rlaif.finetune import SYSTEM_PROMPT
 
 #: What ``rlhf_config.yaml`` does not set, per device: completions per prompt (the GRPO group) and the
 #: longest completion in tokens (the tiny model's analyses are 180-225 tokens).
@@ -132,15 +133,15 @@ class RLResult:
         return load_policy(self.base, self.adapters)
 
 
-def rl_dataset(tokenizer: Any, prompts: pd.DataFrame, system: str | None = None) -> Any:
+def rl_dataset(tokenizer: Any, prompts: pd.DataFrame, system: str | None = SYSTEM_PROMPT) -> Any:
     """A :class:`datasets.Dataset` for GRPO: ``prompt`` (conversational with a chat template, else text) and
-    the columns the reward functions read (``facts``, ``time``, ``market``; ``stage`` when present)."""
+    the columns the reward functions read (``facts``, ``time``, ``market``; ``stage`` when present).
+    ``system``: the policy's system message (None: none, as the tiny base is trained)."""
     from datasets import Dataset
 
     from workbench.llm.model import trl_prompt
-    from workbench.rlaif.finetune import SYSTEM_PROMPT
 
-    sys_prompt = SYSTEM_PROMPT if system is None else system
+    sys_prompt = system
     rows = []
     for r in prompts.itertuples():
         row = {"prompt": trl_prompt(tokenizer, r.prompt, sys_prompt), "facts": r.facts, "time": int(r.time),
@@ -149,6 +150,58 @@ def rl_dataset(tokenizer: Any, prompts: pd.DataFrame, system: str | None = None)
             row["stage"] = str(r.stage)
         rows.append(row)
     return Dataset.from_list(rows)
+
+
+def fast_grpo_trainer() -> type:
+    """trl's ``GRPOTrainer`` with rollouts sampled by :class:`workbench.llm.fastgen.FastDecoder` over the
+    policy's current weights (base weights plus the LoRA update, copied; the trained model is not touched).
+
+    Rollouts were half of every GRPO step with ``transformers``' ``generate`` on the unmerged peft model
+    (per-layer adapter calls and per-token Python overhead). Only trl's plain generation path is replaced, and only
+    when the decoder can run the model and the sampling settings are temperature / top-p (no top-k, min-p or
+    repetition penalty); otherwise, and with ``WORKBENCH_FASTGEN=0``, trl's own path runs. Each step's rollouts
+    are seeded by ``(seed, global step)``. trl recomputes the log-probabilities it needs with its forward pass,
+    so none are returned (as trl's own transformers path does).
+    """
+    from trl import GRPOTrainer
+
+    from workbench.llm import fastgen
+    from workbench.llm.evaluate import fast_enabled
+
+    class FastGRPOTrainer(GRPOTrainer):  # type: ignore[misc, valid-type]
+        fast_rollouts = 0  # rollouts sampled by the fast decoder (per trainer)
+
+        def _fast_ok(self, images: Any) -> bool:
+            plain = not (self.use_vllm or self.use_transformers_continuous_batching or images)
+            sampling = (not self.top_k) and self.min_p is None and (self.repetition_penalty in (None, 1.0))
+            return fast_enabled() and plain and sampling and fastgen.supports(self.accelerator.unwrap_model(self.model))
+
+        def _generate_single_turn(self, prompt_ids: Any, images: Any, multimodal_fields: Any, num_generations: int,
+                                  has_tool_images: bool = False) -> Any:
+            model = self.accelerator.unwrap_model(self.model)
+            if not self._fast_ok(images):
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                     has_tool_images)
+            tok = self._tokenizer
+            dec = fastgen.merged_decoder(model)
+            T = max(len(p) for p in prompt_ids)
+            ids = torch.full((len(prompt_ids), T), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(prompt_ids), T), dtype=torch.long)
+            for i, p in enumerate(prompt_ids):
+                ids[i, T - len(p):], mask[i, T - len(p):] = torch.tensor(p), 1
+            gen = torch.Generator().manual_seed(int(self.args.seed) * 1_000_003 + int(self.state.global_step))
+            out = dec.generate(ids, mask, int(self.max_completion_length), tok.eos_token_id, tok.pad_token_id,
+                               greedy=False, temperature=float(self.temperature or 1.0),
+                               top_p=float(self.top_p if self.top_p is not None else 1.0), generator=gen)
+            eos = set(self.eos_token_ids) if isinstance(self.eos_token_ids, (list, tuple)) else {tok.eos_token_id}
+            completions = []
+            for row in out.tolist():
+                k = next((j for j, t in enumerate(row) if t in eos), None)
+                completions.append(row[: k + 1] if k is not None else row)
+            self.fast_rollouts += len(completions)
+            return completions, None
+
+    return FastGRPOTrainer
 
 
 def grpo_config(s: RLSettings, output_dir: str | os.PathLike[str]) -> Any:
@@ -205,7 +258,7 @@ def policy_chain(folder: str | os.PathLike[str]) -> tuple[str, list[str]]:
 
 def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.PathLike[str]], prompts: pd.DataFrame,
                reward: Any, settings: RLSettings, output_dir: str | os.PathLike[str] | None = None,
-               scheme: str | None = None, extra_rewards: Sequence[Any] = ()) -> RLResult:
+               scheme: str | None = None, extra_rewards: Sequence[Any] = (), system: Any = "auto") -> RLResult:
     """GRPO of the SFT policy (``base_path`` + ``adapters``, merged) on ``prompts`` with ``reward``.
 
     Parameters
@@ -219,13 +272,12 @@ def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.Pa
     output_dir : where the LoRA adapter is saved (atomically; ``workbench.json`` records the chain of
         adapters); None: not saved.
     extra_rewards : further reward functions whose values trl adds to the reward (logged separately).
+    system : the system message; ``"auto"``: the one the SFT adapter was trained with (its ``workbench.json``).
 
     Returns
     -------
     :class:`RLResult`; the logged ``reward`` is the group-mean reward of each step's completions.
     """
-    from trl import GRPOTrainer
-
     from workbench.llm import LoRASettings, MetricsCallback, load_policy
     from workbench.llm.model import save_pretrained
     from workbench.llm.train import quiet, train_timed
@@ -235,7 +287,10 @@ def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.Pa
     tok.padding_side = "left"
     lora = LoRASettings(r=s.lora_r, alpha=s.lora_alpha, dropout=s.lora_dropout,
                         **({"target_modules": tuple(s.lora_targets)} if s.lora_targets else {}))
-    ds = rl_dataset(tok, prompts)
+    from workbench.llm.model import TaskFormat
+
+    task = TaskFormat.of(*[str(a) for a in adapters][::-1], base_path)
+    ds = rl_dataset(tok, prompts, task.system if system == "auto" else system)
     cb = MetricsCallback("grpo")
     if hasattr(reward, "records"):
         reward.records.clear()
@@ -244,7 +299,7 @@ def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.Pa
     try:
         with quiet():
             torch.manual_seed(s.seed)
-            trainer = GRPOTrainer(model=model, reward_funcs=[reward, *extra_rewards], args=grpo_config(s, wd),
+            trainer = fast_grpo_trainer()(model=model, reward_funcs=[reward, *extra_rewards], args=grpo_config(s, wd),
                                   train_dataset=ds, processing_class=tok, peft_config=lora.peft_config(), callbacks=[cb])
             out, secs, _ = train_timed(trainer)
     finally:
@@ -256,10 +311,12 @@ def train_grpo(base_path: str | os.PathLike[str], adapters: Sequence[str | os.Pa
     records = pd.DataFrame(getattr(reward, "records", []))
     chain = [str(a) for a in adapters]
     info = {"prompts": len(prompts), "trainable_parameters": int(sum(p.numel() for p in policy.parameters()
-                                                                   if p.requires_grad))}
+                                                                   if p.requires_grad)),
+            "fast_rollouts": int(getattr(trainer, "fast_rollouts", 0))}
     if output_dir is not None:
         out_dir = Path(output_dir)
         meta = {"stage": "grpo", "scheme": name, "base": str(base_path), "adapters": [*chain, str(out_dir)],
+                "task": {"prompt_style": task.prompt_style, "system": task.system if system == "auto" else system},
                 "settings": s.to_dict(), "prompts": len(prompts), "seconds": secs, "steps": int(out.global_step),
                 "reference": "SFT weights with the GRPO adapter disabled (beta > 0)" if s.beta else "none (beta = 0)"}
         save_pretrained(policy, tok, out_dir, meta)

@@ -77,14 +77,16 @@ def process_reward_from_probs(step_probs: np.ndarray, cfg: RLConfig) -> np.ndarr
     return (p * r.correct_step + (1 - p) * r.incorrect_step) @ w
 
 
-def mention_reward(texts: Sequence[str], facts: Sequence[Facts], cfg: RLConfig, guarded: bool = True) -> np.ndarray:
-    """The guide's step-specific keyword rewards; ``guarded``: only in steps whose claims are all true."""
+def mention_reward(texts: Sequence[str], facts: Sequence[Facts], cfg: RLConfig, guarded: bool = True,
+                   held_out: Sequence[str] = ()) -> np.ndarray:
+    """The guide's step-specific keyword rewards; ``guarded``: only in steps whose claims are all true (the
+    ``held_out`` claims ignored, as the process reward ignores them)."""
     ver = StepVerifier(cfg.verifier)
     table = cfg.rewards.step_specific
     out = np.zeros(len(texts))
     for i, (t, f) in enumerate(zip(texts, facts)):
         steps = split_steps(t)
-        ok = ver.verify(t, f).step_ok if guarded else dict.fromkeys(STEPS, True)
+        ok = step_ok_without(ver.verify(t, f), held_out) if guarded else dict.fromkeys(STEPS, True)
         for name, (pattern, step) in MENTIONS.items():
             if ok.get(step, False) and re.search(pattern, steps.get(step, ""), re.I):
                 out[i] += getattr(table, name)
@@ -148,9 +150,20 @@ class Scored:
 OutcomeFn = Callable[[str, Facts, dict[str, Any]], tuple[float, float]]
 
 
+#: Verifier claims the process reward does not see: notebook 07 evaluates them as a held-out target (a scheme
+#: that "wins" on them did not win by construction, as it would on the claims it was rewarded for).
+HELD_OUT_CLAIMS = ("rsi_label", "bb_label", "vol_label")
+
+
+def step_ok_without(v: Any, held_out: Sequence[str] = HELD_OUT_CLAIMS) -> dict[str, bool]:
+    """A verification's step verdicts ignoring the ``held_out`` claims. (A missing step always fails a required,
+    non-held-out claim: ``rsi_present``, ``vol_present``, ``btc_move_present``, ``signal_present``.)"""
+    return {s: all(c.ok for c in v.claims if c.step == s and c.name not in held_out) for s in STEPS}
+
+
 def score(texts: Sequence[str], facts: Sequence[Facts], cfg: RLConfig, outcome_fn: OutcomeFn | None = None,
-          extras: Sequence[dict[str, Any]] | None = None) -> Scored:
-    """Every reward component of each analysis.
+          extras: Sequence[dict[str, Any]] | None = None, held_out: Sequence[str] = HELD_OUT_CLAIMS) -> Scored:
+    """Every reward component of each analysis. The process reward ignores the ``held_out`` claims.
 
     ``outcome_fn(text, facts, extra) -> (return of following the analysis' signal, return of the
     alternative trade)``; without it, outcome and calibration rewards are 0 (returns NaN).
@@ -165,11 +178,12 @@ def score(texts: Sequence[str], facts: Sequence[Facts], cfg: RLConfig, outcome_f
         for i, (t, f, e) in enumerate(zip(texts, facts, extras)):
             rets[i], alts[i] = outcome_fn(t, f, e)
     r = cfg.rewards
-    process = np.array([sum(cfg.step_weight(s) * (r.correct_step if v.step_ok[s] else r.incorrect_step) for s in STEPS)
-                        for v in verdicts])
+    oks = [step_ok_without(v, held_out) for v in verdicts]
+    process = np.array([sum(cfg.step_weight(s) * (r.correct_step if ok[s] else r.incorrect_step) for s in STEPS)
+                        for ok in oks])
     return Scored(process=process, outcome=outcome_reward(signals, rets, alts, cfg),
                   calibration=calibration_reward(signals, confs, rets, cfg),
-                  mentions=mention_reward(texts, facts, cfg, guarded=True),
+                  mentions=mention_reward(texts, facts, cfg, guarded=True, held_out=held_out),
                   naive_mentions=mention_reward(texts, facts, cfg, guarded=False), signals=signals, confidences=confs,
                   returns=rets, true_step_share=np.array([v.true_step_share for v in verdicts]),
                   self_consistent=np.array([v.self_consistent for v in verdicts]))

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -106,6 +106,7 @@ class Inputs:
     base: str
     adapters: list[str]
     reward_models: RewardModels
+    task: Any = None  # the SFT model's TaskFormat (prompts in ``points`` are rendered in its style)
 
     def describe(self) -> pd.Series:
         per = self.points["period"].value_counts().reindex(["train", "val", "test"]).fillna(0).astype(int)
@@ -128,8 +129,13 @@ def load_inputs(processed: str | os.PathLike[str], models: str | os.PathLike[str
     except ContractError as exc:
         raise MissingInput(str(exc).replace("notebook 06 fine-tunes on", "notebook 07 trains on")) from exc
     base, adapters = find_sft(models, sft_dir)
+    from workbench.llm.data import restyle
+    from workbench.llm.model import TaskFormat
+
+    task = TaskFormat.of(*adapters[::-1], base)
+    points, _ = restyle(points, None, task.prompt_style)  # ask the SFT model the way it was trained
     source, note = price_source(processed)
-    return Inputs(points, cfg, source, note, base, adapters, load_reward_models(models))
+    return Inputs(points, cfg, source, note, base, adapters, load_reward_models(models), task)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -182,24 +188,34 @@ def crafted_analyses(f: Any, cfg: RLConfig, seed: int = 0) -> dict[str, str]:
 # Training and loading policies
 # ------------------------------------------------------------------------------------------------
 def train_schemes(inputs: Inputs, prompts: pd.DataFrame, rewards: dict[str, Any], settings: Any,
-                  out_dir: str | os.PathLike[str], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """GRPO from the same SFT start, same prompts (same order), same seed and number of steps, one policy per
-    reward scheme; saved under ``out_dir/<scheme>``. Returns ``scheme -> RLResult``."""
+                  out_dir: str | os.PathLike[str], log: Callable[[str], None] = print,
+                  seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """GRPO from the same SFT start, same prompts (same order) and number of steps, one policy per reward scheme
+    and seed; saved under ``out_dir/<scheme>`` (one seed: the settings' own) or ``out_dir/<scheme>-seed<k>``.
+    Returns ``name -> RLResult`` (``name`` = the scheme, or ``"<scheme> (seed k)"``; ``info`` has ``seed``)."""
+    import dataclasses
+
     from workbench.rlhf.grpo import train_grpo
 
     out = {}
-    for name, fn in rewards.items():
-        res = train_grpo(inputs.base, inputs.adapters, prompts, fn, settings, Path(out_dir) / name, scheme=name)
-        s = res.summary()
-        log(f"{name}: {s['steps']} RL steps in {s['seconds']:.0f} s; reward {s['first_quarter_reward']:+.3f} (first "
-            f"quarter) -> {s['last_quarter_reward']:+.3f} (last quarter)")
-        out[name] = res
+    many = seeds is not None and len(seeds) > 1
+    for seed in (list(seeds) if seeds else [settings.seed]):
+        s_seed = dataclasses.replace(settings, seed=int(seed))
+        for name, fn in rewards.items():
+            key = f"{name} (seed {seed})" if many else name
+            folder = Path(out_dir) / (f"{name}-seed{seed}" if many else name)
+            res = train_grpo(inputs.base, inputs.adapters, prompts, fn, s_seed, folder, scheme=name)
+            res.info.update(seed=int(seed))
+            s = res.summary()
+            log(f"{key}: {s['steps']} RL steps in {s['seconds']:.0f} s; reward {s['first_quarter_reward']:+.3f} (first "
+                f"quarter) -> {s['last_quarter_reward']:+.3f} (last quarter)")
+            out[key] = res
     return out
 
 
 def training_summary(results: dict[str, Any]) -> pd.DataFrame:
-    """One row per scheme: steps, seconds, reward at the start and the end of training."""
-    return pd.DataFrame([r.summary() for r in results.values()]).set_index("scheme")
+    """One row per trained policy: steps, seconds, reward at the start and the end of training."""
+    return pd.DataFrame([{"policy": k, **r.summary()} for k, r in results.items()]).set_index("policy")
 
 
 def policy_loaders(inputs: Inputs, results: dict[str, Any] | None = None,

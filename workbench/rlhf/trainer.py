@@ -154,10 +154,11 @@ class RLHFTradingTrainer:
             base, adapters = find_sft(self.models_dir, self.model_path)
             return "SFT", base, adapters
         for s in ([self.scheme] if self.scheme else SCHEME_PREFERENCE):
-            folder = self.models_dir / RLHF_FOLDER / s
-            if (folder / "workbench.json").exists():
-                base, adapters = policy_chain(folder)
-                return s, base, adapters
+            root = self.models_dir / RLHF_FOLDER
+            for folder in [root / s, *sorted(root.glob(f"{s}-seed*"))]:  # one policy, or the first seed's
+                if (folder / "workbench.json").exists():
+                    base, adapters = policy_chain(folder)
+                    return folder.name, base, adapters
         try:
             base, adapters = find_sft(self.models_dir)
         except MissingInput as exc:
@@ -191,7 +192,9 @@ class RLHFTradingTrainer:
 
         f, notes = facts_from_market(market, self.cfg)
         model, tok = self.load()
-        prompt = prompt_from_facts(f)
+        from workbench.llm.model import task_of
+
+        prompt = prompt_from_facts(f, task_of(model).prompt_style)
         text = generate(model, tok, [prompt], GenerationSettings(greedy=True, max_new_tokens=self.max_new_tokens,
                                                                  batch_size=1))[0]
         v = StepVerifier(self.cfg.verifier).verify(text, f)
