@@ -26,16 +26,20 @@
 #
 # 1. *Reinforcement learning.* Notebook 06's SFT model is fine-tuned with GRPO (Shao et al. 2024, DeepSeekMath:
 #    a group of sampled analyses per prompt, each rewarded, advantages standardised within the group, a KL pull
-#    towards the SFT model) three times — same start, seed, prompts and number of steps — with an
+#    towards the SFT model) for each reward scheme and each of `SEEDS` — same start, prompts and number of steps — with an
 #    **outcome-only** reward (the market result of following the analysis' signal, replayed on the recorded
 #    quotes), a **process-only** reward (every step scored: +0.5 if all its claims are true, −0.2 otherwise,
 #    weighted per step, plus the guarded keyword rewards) and the guide's **combined** reward.
 # 2. *Best-of-n.* The SFT model samples several analyses per prompt; the outcome reward model of notebook 05,
 #    its process reward model, or the step verifier (an oracle) keeps one — Lightman et al.'s own comparison.
 #
-# For each: the share of true steps, self-consistent signals, calibration of the stated confidence (ECE, Brier)
-# and the market result of following the signals (mean return per share, win rate), with bootstrap 95 %
-# intervals, and paired comparisons on the same prompts. RL prompts come from the train and validation periods
+# Before training we check that there is something to learn: the reward's spread *within* GRPO groups (an advantage
+# is a reward standardised within its group). After training, besides the share of true steps (which the process
+# reward optimises, so it would "win" there by construction), three targets no scheme optimises directly: the
+# expected P&L of the final signal under the simulator's true probability (evaluation only), the realised P&L of
+# following it, and verifier claims the process reward does not see (`rlhf.HELD_OUT_CLAIMS`). For each: bootstrap
+# 95 % intervals over prompts, paired comparisons on the same prompts averaged over seeds, and the smallest effect
+# the design can detect; plus calibration of the stated confidence (ECE, Brier). RL prompts come from the train and validation periods
 # only, ordered by a curriculum (clear, calm markets first; then mixed; then conflicting, near-threshold,
 # volatile ones). The sizes come from `rlhf_config.yaml` and its `cpu` / `gpu` block.
 

@@ -35,7 +35,8 @@ from workbench.llm.data import (DECISION_POINT_COLUMNS, ContractError, SFTData, 
                                 synthetic_facts, synthetic_preference_pairs, write_contract)
 from workbench.llm.evaluate import (CLAIM_KINDS, GROUNDED_SUFFIX, TEMPLATE_BASELINE, GenerationSettings, ModelSpec,
                                     claim_failures, claim_table, claims_by_kind, completion_nll, decision_from_analysis,
-                                    evaluate_models, generate, perplexity, score_analyses, summarize, true_steps_table)
+                                    evaluate_models, generate, perplexity, precision_comparison, quantize_int8,
+                                    score_analyses, summarize, true_steps_table)
 from workbench.llm.fastgen import FastDecoder, Grounder, GroundingProcessor
 from workbench.llm.figures import evaluation_figure, learning_curve_figure, training_curves
 from workbench.llm.guard import Sanitized, sanitize
@@ -51,7 +52,7 @@ from workbench.rlaif.finetune import SYSTEM_PROMPT
 __all__ = [
     "CRITERIA", "FastDecoder", "GROUNDED_SUFFIX", "Grounder", "GroundingProcessor", "SYSTEM_PROMPT", "TEMPLATE_BASELINE",
     "TaskFormat", "TaskProbe", "copy_digit_accuracy", "criteria_table", "learning_curve_figure", "score_criteria",
-    "true_step_rates", "true_steps_table", "true_steps_verdict",
+    "true_step_rates", "true_steps_table", "true_steps_verdict", "precision_comparison", "quantize_int8",
     "CHAT_SYSTEM_PROMPT", "CHAT_TEMPLATE", "CLAIM_KINDS", "claim_table", "claims_by_kind", "DECISION_POINT_COLUMNS", "TINY", "BaseModel", "ChatReply", "ChatSession",
     "Commentary", "CommentaryFacts", "CommentaryVerification", "CommentaryVerifier", "ContractError",
     "GenerationSettings", "Inputs", "LoRASettings", "MetricsCallback", "ModelSpec", "SFTData", "Sanitized",

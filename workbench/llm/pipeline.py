@@ -145,10 +145,15 @@ def true_steps_answer(summary: pd.DataFrame, kinds: pd.DataFrame, failures: pd.S
     elif np.isfinite(copied) and np.isfinite(computed) and copied < computed:
         what = (f"numbers copied from the prompt are mostly right ({copied:.0%} wrong), the claims that need arithmetic "
                 f"(the Up mid, the risk = size x |entry - stop|, the share of capital) are not ({computed:.0%} wrong)")
+        worst = kinds.drop(index=["copied from the prompt"], errors="ignore")
+        worst = worst[worst["false_share"] > computed]
+        if len(worst):
+            what += "; worse still: " + ", ".join(f"{k} ({r.false_share:.0%} wrong)" for k, r in worst.iterrows())
     else:
         what = "no claim kind dominates"
-    lines.append(f"What limits it ({', '.join(size) if size else 'this model'}): {what}. More SFT steps and a larger "
-                 f"base (BASE_MODEL = a downloaded 7B model on a GPU, whose pretraining taught it to copy) are the levers.")
+    lines.append(f"What limits it ({', '.join(size) if size else 'this model'}): {what}. Grounded decoding fixes the "
+                 "copied and computed numbers only; labels and the signal are the model's, and more training steps (the "
+                 "learning curve) or a larger base are the levers for them.")
     return "\n".join(lines)
 
 
