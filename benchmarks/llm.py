@@ -30,9 +30,9 @@ os.environ.setdefault("WORKBENCH_PROGRESS", "0")
 
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from timing import best_of  # noqa: E402
 
 import workbench  # noqa: E402,F401  (offline flags before transformers)
-from timing import best_of  # noqa: E402
 from workbench.llm import data as D  # noqa: E402
 from workbench.llm import evaluate as E  # noqa: E402
 from workbench.llm import fastgen as FG  # noqa: E402
@@ -116,11 +116,11 @@ def main() -> None:
                         ("fast decoder, bfloat16 linears", policy, dec16, None, "1"),
                         ("int8 dynamic quantisation, transformers generate", int8, None, None, "0")]
             ref = None
-            for name, m, d, grounding, env in variants:
+            for name, m, dv, grounding, env in variants:
                 os.environ["WORKBENCH_FASTGEN"] = env
 
                 def run() -> list[str]:
-                    return E.generate(m, ptok, prompts[:n], g, grounding=grounding, decoder=d)
+                    return E.generate(m, ptok, prompts[:n], g, grounding=grounding, decoder=dv)
 
                 secs, texts = best_of(run, repeat=2 if bs < 64 else 1)
                 tps = sum(len(ptok(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts) / secs

@@ -20,8 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-from timing import best_of
+os.environ.setdefault("WORKBENCH_PROGRESS", "0")
+
+import torch  # noqa: E402
+from timing import best_of  # noqa: E402
 
 import workbench  # noqa: F401
 from workbench import config
@@ -64,6 +66,7 @@ def main() -> None:
     n_par = sum(p.numel() for p in model.parameters())
     print(f"model: {what}; {n_par / 1e6:.2f} M parameters; torch threads {torch.get_num_threads()}")
     pts = D.synthetic_decision_points(400, seed=1)
+    pts, _ = D.restyle(pts, None, M.task_of(model).prompt_style)  # ask the model the way it was trained
     prompts = list(pts["prompt"].iloc[: a.batch])
     g = GenerationSettings(max_new_tokens=a.max_new_tokens, batch_size=a.batch, temperature=1.0, top_p=1.0)
     secs, texts = best_of(lambda: generate(model, tok, prompts, g), repeat=2)
@@ -78,7 +81,7 @@ def main() -> None:
                                             GenerationSettings(max_new_tokens=s.max_completion_length,
                                                                batch_size=per_step, temperature=s.temperature,
                                                                top_p=1.0)), repeat=1)
-    del model
+    model = None  # free it before training
     rl_prompts = curriculum(rl_pool(pts, 600_000), cfg, n=s.prompts_per_step * a.steps, seed=0)
     per_path = {}
     for env, label in (("0", "trl's rollouts (transformers generate on the peft model: the path before issue 17)"),

@@ -83,6 +83,7 @@ GREEDY = False  # greedy decoding instead of sampling
 MAX_HOLD_MINUTES = 10  # longest hold when following a signal (positions also close at stop, target or expiry)
 COMMENTARY_WINDOW = 60  # minutes summarised by the market commentary
 CHAT_RESPONDER = "facts"  # "facts": answers built from the facts; "model": the language model answers
+N_CHAT_POINTS = 20  # decision points of the chat evaluation protocol (each asked every question)
 SEED = 7  # seed of the tokenizer corpus order, initialisation, training and decoding
 
 # %%
@@ -288,6 +289,23 @@ for question in ["Why this signal, and how many of its steps are true?", "What i
 llm.chat_widget(session)
 
 # %% [markdown]
+# **The chat evaluation protocol** of the design document: its five question categories (technical analysis,
+# signal explanation, market context, strategy, follow-up), a fixed question set (`llm.chat_eval.QUESTIONS`)
+# asked about `N_CHAT_POINTS` test decision points, each reply checked automatically for relevance (it addresses
+# the topic) and accuracy (every fact the question asks for is right: value within the verifier's tolerance,
+# label, the decision's signal). Rows: the facts responder (the default), the same responder fed *another*
+# point's facts (the trivial rule: relevant, wrong numbers), and the language model answering on its own (it was
+# trained to write analyses, not to chat).
+
+# %%
+chat_points = examples.iloc[:N_CHAT_POINTS]
+chat_facts = [llm.facts_of(x) for x in chat_points["facts"]]
+chat_decisions = list(dpo_rows["text"].iloc[:N_CHAT_POINTS])
+responders = llm.standard_responders(chat_facts, dpo_model, dpo_tok, generation)
+chat_table, chat_rows = llm.chat_study(chat_facts, chat_decisions, responders, seed=SEED)
+display(chat_table[["questions", "relevant", "relevant_lo", "relevant_hi", "accurate", "accurate_lo", "accurate_hi"]].round(3))
+
+# %% [markdown]
 # ## 10. Saved outputs
 #
 # Models and adapters under `models/llm/` (`workbench-tiny/`, `sft_adapter/`, `dpo_adapter/`, each with its
@@ -308,6 +326,7 @@ pipeline.save_json({"true_steps": true_steps,
                     "learning_curve": [] if base.probe is None else base.probe.to_dict("records"),
                     "n_eval_prompts": len(examples), "base_parameters": int(base.describe()["parameters"]),
                     "generation_seconds": summary["gen_seconds"].dropna().to_dict(), "task": task.to_dict(),
-                    "precision": precision.reset_index().to_dict("records")},
+                    "precision": precision.reset_index().to_dict("records"),
+                    "chat": {f"{r}: {c}": {k: float(v) for k, v in row.items()} for (r, c), row in chat_table.iterrows()}},
                    OUT / "metrics.json")
 print(sorted(p.name for p in OUT.iterdir()), sorted(p.name for p in MODELS.iterdir()))

@@ -273,3 +273,21 @@ def test_merged_decoder_reads_the_lora_policy_and_leaves_it_unmerged(tok, model,
     assert all(torch.equal(before[n], after[n].detach()) for n in before)  # the policy is not modified
     dec.layers[0].qkv.add_(1.0)  # the decoder holds copies
     assert all(torch.equal(before[n], after[n].detach()) for n in before)
+
+
+# ---- chat evaluation protocol -----------------------------------------------------------------------------
+def test_chat_protocol_scores_the_facts_responder_and_catches_wrong_numbers(points):
+    from workbench.llm import chat as C
+    from workbench.llm import chat_eval as CE
+
+    facts = [D.facts_of(x) for x in points["facts"].iloc[:8]]
+    decisions = list(points["completion"].iloc[:8])
+    assert {q.category for q in CE.QUESTIONS} == set(CE.CATEGORIES)
+    good = CE.evaluate_chat(lambda f, d: C.ChatSession(f, decision=d), facts, decisions)
+    assert len(good) == 8 * len(CE.QUESTIONS) and good["relevant"].all() and good["accurate"].all()
+    # the same responder answering from another point's facts: relevant, but the checks catch the numbers
+    other = {id(f): facts[(i + 4) % 8] for i, f in enumerate(facts)}
+    wrong = CE.evaluate_chat(lambda f, d: C.ChatSession(other[id(f)], decision=d), facts, decisions)
+    assert wrong["relevant"].mean() > 0.9 and wrong["accurate"].mean() < 0.5
+    s = CE.chat_scores(wrong, n_boot=100)
+    assert list(s.index) == [*CE.CATEGORIES, "all"] and s.loc["all", "accurate_lo"] <= s.loc["all", "accurate"]

@@ -16,6 +16,7 @@ Modules
 ``criteria``    the seed's five evaluation criteria on 1-5 scales
 ``commentary``  market commentaries with checkable claims and their verifier
 ``chat``        questions about the market and a decision: input validation, bounded context, widget
+``chat_eval``   the seed's chat evaluation protocol: five categories, fixed questions, automatic checks
 ``figures``     training curves and evaluation figures
 ``pipeline``    glue for the notebook and the CLI
 ``cli``         ``python -m workbench.llm generate | train | infer | commentary | chat``
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import workbench  # noqa: F401  (offline flags before transformers is imported)
 from workbench.llm.chat import CHAT_SYSTEM_PROMPT, ChatReply, ChatSession, answer_from_facts, chat_widget, fit_context
+from workbench.llm.chat_eval import QUESTIONS, chat_scores, chat_study, evaluate_chat, standard_responders
 from workbench.llm.commentary import (Commentary, CommentaryFacts, CommentaryVerification, CommentaryVerifier,
                                       commentary_facts, commentary_or_none, describe_commentary, template_commentary,
                                       write_commentary)
@@ -53,6 +55,7 @@ __all__ = [
     "CRITERIA", "FastDecoder", "GROUNDED_SUFFIX", "Grounder", "GroundingProcessor", "SYSTEM_PROMPT", "TEMPLATE_BASELINE",
     "TaskFormat", "TaskProbe", "copy_digit_accuracy", "criteria_table", "learning_curve_figure", "score_criteria",
     "true_step_rates", "true_steps_table", "true_steps_verdict", "precision_comparison", "quantize_int8",
+    "QUESTIONS", "chat_scores", "chat_study", "evaluate_chat", "standard_responders",
     "CHAT_SYSTEM_PROMPT", "CHAT_TEMPLATE", "CLAIM_KINDS", "claim_table", "claims_by_kind", "DECISION_POINT_COLUMNS", "TINY", "BaseModel", "ChatReply", "ChatSession",
     "Commentary", "CommentaryFacts", "CommentaryVerification", "CommentaryVerifier", "ContractError",
     "GenerationSettings", "Inputs", "LoRASettings", "MetricsCallback", "ModelSpec", "SFTData", "Sanitized",
