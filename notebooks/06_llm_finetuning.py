@@ -318,7 +318,7 @@ pipeline.save_tables(OUT, evaluation_summary=summary, evaluation_analyses=scored
 pipeline.save_json({"base_model": BASE_MODEL, "base": base.describe().to_dict(), "sft": sft.summary(), "dpo": dpo.summary(),
                     "generation": generation.to_dict(), "n_eval_prompts": len(examples), "price_source": source_note,
                     "true_step_share": summary["true_step_share"].to_dict(), "task": task.to_dict()}, OUT / "run.json")
-pipeline.save_json({"true_steps": true_steps,
+pipeline.save_json({"true_steps": {k.lower() if k in ("base", "SFT", "DPO") else k: v for k, v in true_steps.items()},
                     "criteria": {m: dict(zip(g["criterion"], g["score"].round(3))) for m, g in criteria.groupby("model", sort=False)},
                     "criteria_ci": {m: {c: [lo, hi] for c, lo, hi in zip(g["criterion"], g["lo"], g["hi"])}
                                     for m, g in criteria.groupby("model", sort=False)},
