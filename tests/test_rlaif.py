@@ -339,3 +339,18 @@ def test_reward_models_start_from_their_seed_and_leave_the_global_rng_alone():
         assert torch.equal(torch.rand(1), after)  # building the model drew nothing from the global RNG
         c = cls(**kw, seed=4).state_dict()
         assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_rlhf_config_reads_yaml11_exponents_as_numbers_and_cli_accepts_model_path(tmp_path):
+    """Issue 18: document 000's rlhf_config.yaml writes `learning_rate: 1e-5`, a string to PyYAML (YAML 1.1)."""
+    from workbench.analysis.rlconfig import ConfigError, load_config
+    from workbench.rlhf.cli import build_parser
+
+    cfg = tmp_path / "rlhf_config.yaml"
+    cfg.write_text("rlhf:\n  learning_rate: 1e-5\n")
+    assert load_config(cfg).rlhf.learning_rate == pytest.approx(1e-5)
+    cfg.write_text("rlhf:\n  learning_rate: fast\n")
+    with pytest.raises(ConfigError, match="expected a number"):
+        load_config(cfg)
+    a = build_parser().parse_args(["evaluate", "--model_path", "models/rlhf/combined"])
+    assert a.model_path == "models/rlhf/combined"

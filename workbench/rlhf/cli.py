@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", default=None, help="default: models/rlhf/<scheme>")
     e = sub.add_parser("evaluate", help="score a policy (and the SFT model) on test-period prompts")
     _common(e)
-    e.add_argument("--model-path", required=True, help="a policy folder (models/rlhf/<scheme>) or an SFT folder")
+    e.add_argument("--model-path", "--model_path", dest="model_path", required=True,
+                   help="a policy folder (models/rlhf/<scheme>) or an SFT folder")
     e.add_argument("--samples", type=int, default=64, help="test-period prompts")
     e.add_argument("--n-boot", type=int, default=1000)
     e.add_argument("--no-sft", action="store_true", help="do not evaluate the SFT model alongside")
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="one analysis for a market given as JSON")
     _common(g)
     g.add_argument("--market", required=True, help='JSON, e.g. \'{"symbol": "BTC", "close": 43250, "rsi": 62.5}\'')
-    g.add_argument("--model-path", default=None)
+    g.add_argument("--model-path", "--model_path", dest="model_path", default=None)
     return ap
 
 
