@@ -82,6 +82,10 @@ def test_generate_uses_the_fast_path_and_falls_back_for_other_models(tok, model,
     monkeypatch.setenv("WORKBENCH_FASTGEN", "0")
     slow = E.generate(model, tok, list(points["prompt"].iloc[:4]), g, system=None)
     assert len(slow) == 4 and all(isinstance(t, str) for t in slow)
+    greedy = E.GenerationSettings(max_new_tokens=12, batch_size=4, greedy=True)
+    monkeypatch.delenv("WORKBENCH_FASTGEN")
+    assert E.generate(model, tok, list(points["prompt"].iloc[:4]), greedy, system=None, fast=False) == \
+        E.generate(model, tok, list(points["prompt"].iloc[:4]), greedy, system=None)  # same tokens, either path
     assert not FG.supports(torch.nn.Linear(2, 2))
 
 

@@ -66,7 +66,7 @@ def fast_enabled() -> bool:
 @torch.no_grad()
 def generate(model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings | None = None,
              system: str | None = "auto", formatted: bool = False, grounding: Sequence[Any] | None = None,
-             decoder: Any = None) -> list[str]:
+             decoder: Any = None, fast: bool | None = None) -> list[str]:
     """Completions of ``prompts`` (batched, left-padded; seeded: batch ``b`` uses ``seed + b``).
 
     ``formatted=True`` takes the prompts as already-rendered model inputs (e.g. a chat history).
@@ -75,7 +75,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], settings: Gener
     the model's). ``system="auto"``: the system message of the model's task format (recorded in its folder and
     attached by :func:`workbench.llm.train.load_policy`; the design's system prompt otherwise). Llama-architecture models decode with :class:`~workbench.llm.fastgen.FastDecoder` (the same
     logits, less overhead; ``decoder`` reuses one already built); other models use ``model.generate``, where
-    grounding is a ``LogitsProcessor`` doing the same.
+    grounding is a ``LogitsProcessor`` doing the same. ``fast=False`` forces ``model.generate`` (the reference
+    path); ``None``: the fast decoder when :func:`fast_enabled` and the model supports it.
     """
     from workbench.llm import fastgen
 
@@ -87,7 +88,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], settings: Gener
     facts = [facts_of(f) for f in grounding] if grounding is not None else None
     if facts is not None and len(facts) != len(texts):
         raise ValueError(f"grounding needs one facts per prompt: {len(facts)} for {len(texts)} prompts")
-    fast = decoder is not None or (fast_enabled() and fastgen.supports(model))
+    if fast is None:
+        fast = decoder is not None or (fast_enabled() and fastgen.supports(model))
     if fast and decoder is None:
         decoder = fastgen.FastDecoder(model)
     out: list[str] = []
@@ -422,19 +424,10 @@ def precision_comparison(model: Any, tokenizer: Any, examples: pd.DataFrame, set
     for name, m, dec in variants:
         row: dict[str, Any] = {"variant": name}
         for mode in ("model_only", "grounded"):
-            prev = os.environ.get("WORKBENCH_FASTGEN")
-            if dec is None:
-                os.environ["WORKBENCH_FASTGEN"] = "0"
-            try:
-                t0 = time.perf_counter()
-                texts = generate(m, tokenizer, prompts, g, system=system, grounding=facts if mode == "grounded" else None,
-                                 decoder=dec)
-                dt = time.perf_counter() - t0
-            finally:
-                if prev is None:
-                    os.environ.pop("WORKBENCH_FASTGEN", None)
-                else:
-                    os.environ["WORKBENCH_FASTGEN"] = prev
+            t0 = time.perf_counter()
+            texts = generate(m, tokenizer, prompts, g, system=system, grounding=facts if mode == "grounded" else None,
+                             decoder=dec, fast=dec is not None)
+            dt = time.perf_counter() - t0
             n = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
             row[f"tokens_per_s_{mode}"] = n / dt
             row[f"true_steps_{mode}"] = float(np.mean([ver.verify(t, f).true_step_share for t, f in zip(texts, facts)]))
