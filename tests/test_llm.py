@@ -160,6 +160,12 @@ def test_sft_with_lora_lowers_the_loss(sft):
     assert (sft.output_dir / "history.csv").exists()
 
 
+def test_describe_counts_the_base_without_the_lora_adapter(base, sft):
+    """Issue 17: describe() ran after train_sft wrapped the model in place and counted the adapter too."""
+    fresh, _, _ = M.load_base(base.path, load_in_4bit=False)
+    assert base.describe()["parameters"] == M.n_parameters(fresh) < M.n_parameters(base.model)
+
+
 def test_dpo_lowers_the_loss_with_the_sft_model_as_reference(base, sft, points, tmp_path):
     pairs = D.synthetic_preference_pairs(points, seed=2)
     tr, ev = D.pairs_for_period(pairs, "train"), D.pairs_for_period(pairs, "val")
