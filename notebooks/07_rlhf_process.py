@@ -184,6 +184,8 @@ names = {k: (r.scheme, int(r.info["seed"])) for k, r in results.items()}
 rl_targets = rlhf.attach_targets(rl_scored, examples, true_path, names)
 targets = rlhf.target_table(rl_targets[rl_targets["model"] != "reference (analyst)"], N_BOOT, SEED)
 display(targets.round(4))
+ceiling = rlhf.ev_ceiling(examples, true_path, N_BOOT, SEED) if true_path is not None else None
+print("true-EV ceiling (the best action at each prompt under the truth):", ceiling)
 pairs_ = [(a, b) for i, a in enumerate(SCHEMES) for b in SCHEMES[i + 1:]]
 scheme_comparisons = pd.concat([rlhf.scheme_comparison(rl_targets, a, b, N_BOOT, SEED) for a, b in pairs_]
                                + [rlhf.scheme_comparison(rl_targets, s, "SFT", N_BOOT, SEED) for s in SCHEMES],
@@ -256,7 +258,7 @@ rlhf.save_outputs(OUT, {"settings": settings.to_dict(), "schemes": SCHEMES, "pro
                   group_variance=variance.reset_index())
 llm.save_json(rlhf.rl_metrics(variance, targets, scheme_comparisons, settings.to_dict(),
                               {"seeds": SEEDS, "truth": truth_note, "n_eval_prompts": len(examples),
-                               "held_out_claims": list(rlhf.HELD_OUT_CLAIMS),
+                               "held_out_claims": list(rlhf.HELD_OUT_CLAIMS), "true_ev_ceiling": ceiling,
                                "rl_seconds": {k: r.seconds for k, r in results.items()},
                                "rl_steps": {k: r.steps for k, r in results.items()}}), OUT / "metrics.json")
 display(final)

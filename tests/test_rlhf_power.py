@@ -80,3 +80,11 @@ def test_group_reward_variance_counts_groups_without_variance():
     sd = roll.groupby("prompt_id")["length"].std(ddof=0)
     assert row["mean_within_std"] == pytest.approx(sd.mean())
     assert row["parseable"] == 0.0  # 4 random tokens never make a signal
+
+
+def test_ev_ceiling_takes_the_best_action_at_each_prompt():
+    f = D.synthetic_facts(4, seed=3)
+    ex = D.decision_points_from_facts(f)
+    c = PW.ev_ceiling(ex, _ConstantTruth(), n_boot=100)
+    best = [max(0.0, 0.7 - x.up_ask, x.up_bid - 0.7) for x in f]
+    assert c["mean"] == pytest.approx(np.mean(best)) and c["n"] == 4 and c["ci"][0] <= c["mean"] <= c["ci"][1]

@@ -35,7 +35,7 @@ __all__ = ["MENTIONS", "Scheme", "Scored", "calibration_reward", "mention_reward
            "worst_steps", "comparisons_table", "compare", "resolve_config", "device_kind",
            # issue 17: power of the comparison
            "HELD_OUT_CLAIMS", "group_reward_variance", "held_out_claims", "minimum_detectable_effect",
-           "scheme_comparison", "target_table", "true_ev", "truth_path", "attach_targets", "rl_metrics"]
+           "scheme_comparison", "target_table", "true_ev", "truth_path", "attach_targets", "rl_metrics", "ev_ceiling"]
 
 _LAZY = {
     "curriculum": ("STAGES", "build_curriculum", "difficulty_table", "stage_summary"),
@@ -49,7 +49,7 @@ _LAZY = {
               "save_outputs", "scored_facts", "test_examples", "train_schemes", "training_summary"),
     "trainer": ("RLHFTradingTrainer", "facts_from_market", "resolve_config"),
     "power": ("group_reward_variance", "held_out_claims", "minimum_detectable_effect", "scheme_comparison",
-              "target_table", "true_ev", "truth_path", "attach_targets", "rl_metrics"),
+              "target_table", "true_ev", "truth_path", "attach_targets", "rl_metrics", "ev_ceiling"),
 }
 _WHERE = {name: mod for mod, names in _LAZY.items() for name in names}
 

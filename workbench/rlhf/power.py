@@ -194,3 +194,16 @@ def rl_metrics(variance: pd.DataFrame, targets: pd.DataFrame, comparisons: pd.Da
             "within_group_reward_variance": {k: {c: clean(float(x)) for c, x in row.items()}
                                              for k, row in variance.to_dict("index").items()},
             "settings": settings, **notes}
+
+
+def ev_ceiling(examples: pd.DataFrame, path: Any, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The ceiling of the true-EV target: per prompt the best of BUY (``p - ask``), SELL (``bid - p``) and HOLD (0)
+    under the simulator's truth, averaged over prompts with a bootstrap interval (evaluation only)."""
+    ex = examples.reset_index(drop=True)
+    best = []
+    for fj, t in zip(ex["facts"], ex["time"]):
+        f, p = facts_of(fj), path.p_up(int(t))
+        best.append(max(0.0, p - f.up_ask, f.up_bid - p))
+    m, lo, hi = metrics.bootstrap_ci(np.asarray(best), np.mean, n_boot=n_boot, seed=seed)
+    return {"mean": float(m), "ci": [float(lo), float(hi)], "n": len(best),
+            "share_with_an_edge": float(np.mean(np.asarray(best) > 0))}
