@@ -43,31 +43,78 @@ class PairingReport:
                                                                                sorted(self.dropped.items())}}
 
 
+#: Design document 001's default store location: a folder.
+DEFAULT_STORAGE = Path("data") / "rlaif"
+
+
+def store_file(storage_path: str | Path) -> Path:
+    """The SQLite file of ``storage_path``: ``<path>/rlaif.db`` for a folder (an existing folder, or a path without
+    a file suffix), else the path itself."""
+    p = Path(storage_path)
+    return p / "rlaif.db" if p.is_dir() or not p.suffix else p
+
+
+def _field(obj: Any, name: str, default: Any) -> Any:
+    """``obj.name`` or ``obj[name]`` (an agent's response object or dict), else ``default``."""
+    if obj is None or isinstance(obj, str):
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    return getattr(obj, name, default)
+
+
 class PreferenceGenerator:
     """Record decisions and outcomes; generate preference pairs (the design's API).
 
     Parameters
     ----------
-    storage_path : SQLite file (created if missing).
+    storage_path : a folder holding the store (``<folder>/rlaif.db``; default ``./data/rlaif``, as in design
+        document 001) -- any path without a file suffix, or an existing folder, is a folder -- or an SQLite file
+        (a path with a suffix such as ``.db``). Created if missing.
     min_preference_margin : smallest metric difference for a kept pair.
     hold_period_days : default holding time of tracked positions, in days (fractions allowed).
     """
 
-    def __init__(self, storage_path: str | Path, min_preference_margin: float = 0.05, hold_period_days: float = 5) -> None:
-        self.store = Store(storage_path)
+    def __init__(self, storage_path: str | Path = DEFAULT_STORAGE, min_preference_margin: float = 0.05,
+                 hold_period_days: float = 5) -> None:
+        self.store = Store(store_file(storage_path))
         self.min_preference_margin = float(min_preference_margin)
         self.hold_period_days = float(hold_period_days)
         self.last_report = PairingReport()
 
     # ---- recording ---------------------------------------------------------------------------------
-    def record_decision(self, symbol: str, action: str, confidence: float, features: dict[str, float], analysis: str,
-                        source: str, time: int, size: float = 1.0, entry_price: float = float("nan"),
+    def record_decision(self, symbol: str, action: str, confidence: float | None = None,
+                        features: dict[str, float] | None = None, analysis: str | None = None, source: str = "agent",
+                        time: int | None = None, size: float = 1.0, entry_price: float = float("nan"),
                         stop_loss: float = float("nan"), take_profit: float = float("nan"),
-                        metadata: dict[str, Any] | None = None) -> TradingDecision:
-        """Record one decision (idempotent: the same source, symbol and time give the same record)."""
-        d = TradingDecision(time=int(time), symbol=symbol, action=action, size=float(size), confidence=float(confidence),
-                            features=dict(features), analysis=analysis, source=source, entry_price=entry_price,
-                            stop_loss=stop_loss, take_profit=take_profit, metadata=dict(metadata or {}))
+                        metadata: dict[str, Any] | None = None, *, agent_response: Any = None,
+                        position_size: float | None = None, market_data: dict[str, Any] | None = None) -> TradingDecision:
+        """Record one decision (idempotent: the same source, symbol and time give the same record).
+
+        Also takes design document 001's form, ``record_decision(symbol=, agent_response=, action="buy",
+        position_size=, market_data=, features=)``: the action in any case; ``agent_response`` an object or dict
+        whose ``confidence`` and ``analysis`` / ``reasoning`` (or a plain string) fill those fields when not
+        given; ``position_size`` the size; ``market_data["close"]`` the entry price and ``market_data["time"]``
+        (UTC ms) the time when not given, else the current time; ``market_data`` itself is kept in ``metadata``.
+        """
+        import time as _time
+
+        md = dict(market_data or {})
+        conf = confidence if confidence is not None else _field(agent_response, "confidence", 0.5)
+        text = analysis if analysis is not None else (
+            agent_response if isinstance(agent_response, str) else
+            _field(agent_response, "analysis", _field(agent_response, "reasoning", "")))
+        when = time if time is not None else md.get("time", int(_time.time() * 1000))
+        if position_size is not None:
+            size = float(position_size)
+        if not np.isfinite(float(entry_price)) and isinstance(md.get("close"), (int, float)):
+            entry_price = float(md["close"])
+        meta = dict(metadata or {})
+        if md:
+            meta.setdefault("market_data", {k: v for k, v in md.items() if isinstance(v, (int, float, str, bool))})
+        d = TradingDecision(time=int(when), symbol=symbol, action=str(action).upper(), size=float(size),
+                            confidence=float(conf), features=dict(features or {}), analysis=str(text), source=source,
+                            entry_price=entry_price, stop_loss=stop_loss, take_profit=take_profit, metadata=meta)
         self.store.add_decisions([d])
         return d
 

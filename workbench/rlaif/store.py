@@ -68,6 +68,11 @@ class TradingDecision:
     def direction(self) -> int:
         return {"BUY": 1, "SELL": -1, "HOLD": 0}[self.action]
 
+    @property
+    def decision_id(self) -> str:
+        """The id under the name design document 001 uses (``decision.decision_id``)."""
+        return self.id
+
 
 def decision_id(source: str, symbol: str, time: int, content: str = "") -> str:
     """Deterministic id of a decision: who decided, on what, when, and (``content``) what exactly was decided, so
