@@ -118,15 +118,6 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[str], settings: Gener
     return [o.strip() for o in out]
 
 
-def generation_speed(model: Any, tokenizer: Any, prompts: Sequence[str], settings: GenerationSettings) -> float:
-    """New tokens per second of :func:`generate` on ``prompts`` (all new tokens, padding included)."""
-    t0 = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, settings)
-    dt = time.perf_counter() - t0
-    n = sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
-    return n / dt
-
-
 def _completion_ids(tokenizer: Any, prompt: str, completion: str, system: str | None) -> tuple[list[int], int]:
     """Token ids of prompt + completion (+ end) and the number of prompt tokens (the shared prefix)."""
     p_text = format_prompt(tokenizer, prompt, system)

@@ -392,7 +392,6 @@ class FastDecoder:
         done = torch.zeros(B, dtype=torch.bool)
         queues: list[list[int]] = [[] for _ in range(B)]
         cand = grounder.candidate_table(logits.shape[-1]) if grounder is not None else None
-        written: list[list[int]] = [[] for _ in range(B)]
         for t in range(n_new):
             nxt = self._pick(logits, greedy, temperature, top_p, generator)
             if grounder is not None:
@@ -405,9 +404,8 @@ class FastDecoder:
             if grounder is not None and cand is not None and decode is not None:
                 live = (~done) & cand[nxt.clamp(0, cand.numel() - 1)]
                 for r in torch.nonzero(live).flatten().tolist():
-                    written[r] = out[r, : t + 1].tolist()
                     if not queues[r]:
-                        f = grounder.forced(r, decode(written[r]))
+                        f = grounder.forced(r, decode(out[r, : t + 1].tolist()))
                         if f:
                             queues[r] = f
             if bool(done.all()) or t == n_new - 1:
