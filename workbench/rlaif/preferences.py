@@ -28,6 +28,38 @@ METRICS: dict[str, Metric] = {
 }
 
 
+class DecisionOutcome:
+    """A decision together with its outcome, as the design's custom scorers read it: ``realized_return``,
+    ``max_drawdown``, ``sharpe``, ``agent_response.confidence`` / ``.reasoning``, and every field of the
+    decision (``action``, ``size``, ``features``...) and of the outcome (``exit_price``, ``reason``...)."""
+
+    def __init__(self, decision: TradingDecision, outcome: Outcome) -> None:
+        from types import SimpleNamespace
+
+        self.decision, self.outcome = decision, outcome
+        self.realized_return = outcome.ret
+        self.max_drawdown = outcome.max_drawdown
+        self.sharpe = outcome.sharpe
+        self.agent_response = SimpleNamespace(confidence=decision.confidence, reasoning=decision.analysis)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("decision", "outcome"):
+            raise AttributeError(name)
+        for obj in (self.decision, self.outcome):
+            if hasattr(obj, name):
+                return getattr(obj, name)
+        raise AttributeError(f"a decision with its outcome has no attribute {name!r}")
+
+
+def custom_metric(scorer: Callable[[Any], float]) -> Metric:
+    """The :data:`Metric` of a design-style scorer ``f(decision) -> float`` (see :class:`DecisionOutcome`)."""
+    def metric(d: TradingDecision, o: Outcome) -> float:
+        return float(scorer(DecisionOutcome(d, o)))
+
+    metric.__name__ = getattr(scorer, "__name__", "custom")
+    return metric
+
+
 @dataclass
 class PairingReport:
     decisions: int = 0
@@ -136,18 +168,34 @@ class PreferenceGenerator:
     # ---- pairing -----------------------------------------------------------------------------------
     def generate_preferences(self, comparison_metric: str | Metric = "risk_adjusted", min_samples: int = 10,
                              as_of: int | None = None, window_ms: int = 0, store: bool = True,
-                             ids: Collection[str] | None = None) -> list[PreferencePair]:
+                             ids: Collection[str] | None = None,
+                             custom_scorer: Callable[[Any], float] | None = None) -> list[PreferencePair]:
         """Pairs of comparable decisions whose outcomes are known by ``as_of`` (default: all known).
 
         Parameters
         ----------
-        comparison_metric : ``"return"``, ``"sharpe"``, ``"risk_adjusted"`` or ``f(decision, outcome)``.
+        comparison_metric : ``"return"``, ``"sharpe"``, ``"risk_adjusted"``, ``f(decision, outcome)``, or
+            ``"custom"`` with ``custom_scorer``.
         min_samples : fewer decisions with known outcomes than this gives no pairs.
         as_of : UTC ms; outcomes that exit after it are unknown (default: no limit).
         window_ms : decisions on the same market within this many ms of each other are comparable.
         ids : only these decisions (e.g. this run's, when the store also holds an earlier run's with other
             parameters); default: every decision in the store.
+        custom_scorer : the design's ``f(decision) -> float``, where ``decision`` carries its outcome
+            (``realized_return``, ``max_drawdown``, ``agent_response.confidence``; see :class:`DecisionOutcome`);
+            the pairs' metric is then the scorer's name.
         """
+        if custom_scorer is not None:
+            if comparison_metric not in ("custom", "risk_adjusted"):  # risk_adjusted: the default, not a choice
+                raise ValueError(f"custom_scorer given with comparison_metric={comparison_metric!r}: pass "
+                                 "comparison_metric='custom'")
+            comparison_metric = custom_metric(custom_scorer)
+        elif comparison_metric == "custom":
+            raise ValueError("comparison_metric='custom' needs custom_scorer=f, a function of a decision with its "
+                             "outcome (decision.realized_return, decision.max_drawdown, decision.agent_response)")
+        if isinstance(comparison_metric, str) and comparison_metric not in METRICS:
+            raise ValueError(f"comparison_metric must be one of {sorted(METRICS)}, 'custom' or a function, got "
+                             f"{comparison_metric!r}")
         metric = METRICS[comparison_metric] if isinstance(comparison_metric, str) else comparison_metric
         name = comparison_metric if isinstance(comparison_metric, str) else getattr(comparison_metric, "__name__", "custom")
         decisions = self.store.decisions()

