@@ -168,8 +168,8 @@ plots.save(figures.training_curves(history), "04_training_curves");
 inference = twin.TraderInference.from_checkpoint(P.models / "trader_twin" / "best_model.pt")
 boosted_inference = twin.TraderInference.from_checkpoint(P.models / "trader_twin_boosted" / "best_model.pt")
 target = study.median_target(data)
-check = inference.predict_with_target_rtg(W["test"]["states"][0], target, actions=W["test"]["actions"][0])
-direct = twin.TraderInference(trainer.model).predict_with_target_rtg(W["test"]["states"][0], target, actions=W["test"]["actions"][0])
+check = inference.predict(W["test"]["states"][0], target, actions=W["test"]["actions"][0])
+direct = twin.TraderInference(trainer.model).predict(W["test"]["states"][0], target, actions=W["test"]["actions"][0])
 print(f"reloaded checkpoint: max |logit difference| = {np.abs(check['action_logits'] - direct['action_logits']).max():.2e}")
 print(f"default target (training median of window returns): {target:.3f}")
 

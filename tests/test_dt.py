@@ -303,7 +303,7 @@ def test_checkpoint_roundtrip_gives_identical_predictions(cls, tmp_path):
     assert type(again.model) is cls and again.normalization["rtg_scale"] == 100.0
     states = np.random.default_rng(0).normal(size=(2, 9, S))
     for kw in (dict(), dict(actions=np.zeros((2, 9), int), rewards=np.ones((2, 9)))):
-        a, b = inf.predict_with_target_rtg(states, 1.5, **kw), again.predict_with_target_rtg(states, 1.5, **kw)
+        a, b = inf.predict(states, 1.5, **kw), again.predict(states, 1.5, **kw)
         sa, sb = inf.model.state_dict(), again.model.state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)  # the weights are restored bit for bit
         for key in a:  # outputs are BLAS results: equal up to rounding (discrete ones exactly)
@@ -321,18 +321,18 @@ def test_checkpoint_roundtrip_gives_identical_predictions(cls, tmp_path):
 def test_predict_with_target_rtg():
     inf = TraderInference(_tiny(), device="cpu")
     states = np.random.default_rng(1).normal(size=(7, S))
-    out = inf.predict_with_target_rtg(states, 2.0, rewards=np.full(7, 0.5))
+    out = inf.predict(states, 2.0, rewards=np.full(7, 0.5))
     np.testing.assert_allclose(out["rtg"], 2.0 - 0.5 * np.arange(7))
     assert out["action_logits"].shape == (7, A) and out["rtg_pred"].shape == (7,)
     np.testing.assert_allclose(out["action_probs"].sum(-1), 1.0, rtol=1e-5)
-    held = inf.predict_with_target_rtg(states, 2.0)
+    held = inf.predict(states, 2.0)
     np.testing.assert_allclose(held["rtg"], 2.0)
     # own actions fed back: each fed action is the argmax at its step, and the batch path agrees
     np.testing.assert_array_equal(held["actions"], held["predicted_actions"])
-    batch = inf.predict_with_target_rtg(np.stack([states, states]), np.array([2.0, 2.0]))
+    batch = inf.predict(np.stack([states, states]), np.array([2.0, 2.0]))
     np.testing.assert_allclose(batch["action_logits"][1], held["action_logits"], atol=1e-6)
     with pytest.raises(ValueError, match="rollout"):
-        inf.predict_with_target_rtg(np.zeros((17, S)), 1.0)
+        inf.predict(np.zeros((17, S)), 1.0)
 
 
 @pytest.mark.parametrize("cls", VARIANTS)
@@ -342,10 +342,10 @@ def test_rollout_feeds_back_its_own_actions(cls):
     roll = inf.rollout(states, target_rtg=1.0)
     np.testing.assert_array_equal(roll["actions"], roll["action_logits"].argmax(-1))
     # replaying those actions as the past gives the same logits: the rollout conditioned on its own actions
-    replay = inf.predict_with_target_rtg(states, 1.0, actions=roll["actions"])
+    replay = inf.predict(states, 1.0, actions=roll["actions"])
     np.testing.assert_allclose(replay["action_logits"], roll["action_logits"], atol=1e-5)
     np.testing.assert_allclose(replay["rtg_pred"], roll["rtg_pred"], atol=1e-5)
-    np.testing.assert_array_equal(inf.predict_with_target_rtg(states, 1.0)["actions"], roll["actions"])
+    np.testing.assert_array_equal(inf.predict(states, 1.0)["actions"], roll["actions"])
     # longer than the context: a sliding window of max_len steps; realised rewards update the RTG
     long_states = np.random.default_rng(3).normal(size=(20, S))
     rewards = lambda t, a: 0.1 * (a - 2)  # noqa: E731

@@ -122,6 +122,38 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pipeline(args: argparse.Namespace) -> int:
+    from workbench.data.ingest import IngestError
+    from workbench.pipeline import build_trader_data, write_trader_data
+
+    src = Path(args.data_dir) if args.data_dir else config.paths().merged_trades
+    try:
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: no such folder (run `python -m workbench simulate` or `fetch` first, or "
+                                    "pass --data_dir)")
+        result = build_trader_data(src, wallet=args.wallet, notional=args.notional, progress=not args.quiet)
+        out = write_trader_data(result, args.output)
+    except (FileNotFoundError, IngestError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    m = result.manifest
+    print(f"{m['steps']:,} steps ({m['first_step']} to {m['last_step']}) from {m['events']:,} events "
+          f"({m['quarantined']:,} quarantined) -> {out}")
+    print(f"d* = {m['d_star']} (training share up to {m['train_end']}); exit levels: take profit "
+          f"+{m['exit_levels']['take_profit']:.2f}, stop loss -{m['exit_levels']['stop_loss']:.2f} "
+          f"({m['exit_levels']['how']})")
+    return 0
+
+
+def _forward(module: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        return int(importlib.import_module(f"workbench.{module}.cli").main(args.rest))
+
+    return run
+
+
 _DESCRIPTION = """The trading-research workbench: simulate or fetch wallet files, ingest them, run the notebook chain.
 
 Other stages have command lines of their own: python -m workbench.llm --help, python -m workbench.rlhf --help."""
@@ -202,6 +234,29 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--env-file", help="dotenv file with credentials (default <project>/.env)")
     f.add_argument("--quiet", action="store_true", help="no progress bar")
     f.set_defaults(func=_cmd_fetch)
+
+    pl = _sub(sub, "pipeline", "raw wallet files to the training-ready step table (design 003's pipeline.py)",
+              "Ingest one wallet's files, compute the one-minute features (d* chosen on the training share), fit the\n"
+              "trader's exit levels on the training share's round trips, and write the per-step table of states,\n"
+              "actions and rewards (atomically) with a manifest beside it.",
+              "example:\n  python -m workbench pipeline --data_dir data/raw/merged_trades")
+    pl.add_argument("--data_dir", "--data-dir", dest="data_dir",
+                    help="a merged_trades folder (one folder per wallet), a wallet folder or a file "
+                         "(default data/raw/merged_trades)")
+    pl.add_argument("--wallet", default="", help="wallet folder under a merged_trades folder (default: the only one)")
+    pl.add_argument("--output", default=str(Path("data") / "processed_trader_data.parquet"),
+                    help="the step table (default data/processed_trader_data.parquet)")
+    pl.add_argument("--notional", type=float, default=5000.0, help="USDC committed: rewards are fractions of it")
+    pl.add_argument("--quiet", action="store_true", help="no progress bar")
+    pl.set_defaults(func=_cmd_pipeline)
+
+    for name, what in (("twin", "the trader twin: train | infer (design 003's train_model.py and inference)"),
+                       ("llm", "the trading LLM: generate | train | infer | commentary | chat (design 004)"),
+                       ("rlhf", "RLHF with process supervision: prepare | train | evaluate | generate | debug-rewards | "
+                                "analyze-steps (design 000)")):
+        fw = sub.add_parser(name, help=what, add_help=False, description=f"Same as python -m workbench.{name}.")
+        fw.add_argument("rest", nargs=argparse.REMAINDER)
+        fw.set_defaults(func=_forward(name))
     return p
 
 

@@ -18,6 +18,24 @@ from workbench.twin.train import rtg_from_rewards
 # ----------------------------------------------------------------------------------------------------
 
 
+class TwinPrediction(tuple):
+    """``(action_logits, rtg_pred)`` torch tensors ``(B, T, A)`` and ``(B, T)`` -- what design document 003 unpacks --
+    that also reads as :meth:`TraderInference.predict`'s dict of arrays (``pred["action_probs"]``...)."""
+
+    fields: dict[str, np.ndarray]
+
+    def __new__(cls, fields: dict[str, np.ndarray]) -> "TwinPrediction":
+        self = super().__new__(cls, (torch.as_tensor(fields["action_logits"]), torch.as_tensor(fields["rtg_pred"])))
+        self.fields = fields
+        return self
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        return self.fields[key] if isinstance(key, str) else super().__getitem__(key)
+
+    def keys(self) -> Any:
+        return self.fields.keys()
+
+
 class TraderInference:
     """Predictions of a trained twin, steered by a target return.
 
@@ -59,9 +77,31 @@ class TraderInference:
                           torch.as_tensor(rtg, dtype=torch.float32, device=dev),
                           torch.as_tensor(actions, dtype=torch.long, device=dev))
 
+    @property
+    def rtg_scale(self) -> float:
+        """Model RTG units per unit of return: the checkpoint's ``rtg_scale``, else the design's x100."""
+        return float(self.normalization.get("rtg_scale", 100.0))
+
     def predict_with_target_rtg(self, states: Any, target_rtg: Any, actions: Any | None = None,
-                                rewards: Any | None = None) -> dict[str, np.ndarray]:
-        """Action and RTG predictions for a window, conditioned on a target return.
+                                rewards: Any | None = None) -> "TwinPrediction":
+        """The design's call: ``predicted_actions, predicted_rtg = predict_with_target_rtg(states=, target_rtg=0.02)``.
+
+        ``target_rtg`` (and ``rewards``) are returns (0.02 = 2 %); they are scaled to the model's RTG units
+        inside (:attr:`rtg_scale`: the checkpoint's scale, x100 for a bare model, as in design document 003).
+        Returns a :class:`TwinPrediction`: unpacks to ``(action_logits, rtg_pred)`` torch tensors of shapes
+        ``(B, T, A)`` and ``(B, T)`` (``B = 1`` for 2-D states) and reads as :meth:`predict`'s dict.
+        """
+        s = np.asarray(states.detach().cpu() if isinstance(states, torch.Tensor) else states, dtype=np.float32)
+        k = self.rtg_scale
+        tg = np.asarray(target_rtg.detach().cpu() if isinstance(target_rtg, torch.Tensor) else target_rtg, float) * k
+        rw = None if rewards is None else np.asarray(rewards, float) * k
+        out = self.predict(s[None] if s.ndim == 2 else s, tg, actions=actions, rewards=rw)
+        return TwinPrediction(out)
+
+    def predict(self, states: Any, target_rtg: Any, actions: Any | None = None,
+                rewards: Any | None = None) -> dict[str, np.ndarray]:
+        """Action and RTG predictions for a window, conditioned on a target return in the model's RTG units
+        (already multiplied by :attr:`rtg_scale`; :meth:`predict_with_target_rtg` takes plain returns).
 
         Parameters
         ----------

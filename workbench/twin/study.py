@@ -138,10 +138,10 @@ def twin_probabilities(inference: Any, data: TwinData, part: str, mode: str = "c
         k = int(w["mask"][i].sum())
         st, ac, rw = w["states"][i, :k], w["actions"][i, :k], w["rewards"][i, :k] * data.rtg_scale
         if mode == "causal":  # the target, less the rewards already realised (fixed for the window in "window" mode)
-            out = inference.predict_with_target_rtg(st, target, actions=ac,
+            out = inference.predict(st, target, actions=ac,
                                                     rewards=rw if data.rtg_mode == "to_go" else None)
         elif mode == "hindsight":
-            out = inference.predict_with_target_rtg(st, float(w["rtg"][i, 0]), actions=ac,
+            out = inference.predict(st, float(w["rtg"][i, 0]), actions=ac,
                                                     rewards=rw if data.rtg_mode == "to_go" else None)
         else:
             raise ValueError(f"mode must be causal or hindsight, got {mode!r}")
