@@ -82,7 +82,7 @@ def build_trader_data(source: str | os.PathLike[str], *, wallet: str = "", step:
         fit_note = f"fitted on {len(train_trips)} training round trips"
     steps = sequences.build_steps(data.events, data.positions, ingest.rebar(data, step, step_offset), feat,
                                   notional=notional, levels=levels)
-    manifest = {"source": str(target), "wallet": str(data.events["wallet"].iloc[0]) if "wallet" in data.events else "",
+    manifest = {"source": str(target.resolve()), "wallet": str(data.events["wallet"].iloc[0]) if "wallet" in data.events else "",
                 "events": int(len(data.events)), "quarantined": int(len(data.quarantine)), "steps": int(len(steps)),
                 "first_step": str(steps.index[0]) if len(steps) else None,
                 "last_step": str(steps.index[-1]) if len(steps) else None, "train_end": str(train_end),

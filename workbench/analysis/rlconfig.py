@@ -114,6 +114,13 @@ def _build(cls: type, raw: Any, path: str) -> Any:
 _YAML11_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+")
 
 
+def yaml_number(value: Any) -> Any:
+    """``value`` as the number the user meant when PyYAML (YAML 1.1) left ``1e-5`` a string; else unchanged."""
+    if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
 def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):

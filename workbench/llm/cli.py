@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 import workbench  # noqa: F401
@@ -32,31 +33,69 @@ from workbench import config
 
 def _rows(path: str | Path) -> pd.DataFrame:
     """Examples from a JSONL file, a decision-points parquet, or a contract folder (``05_rlaif``)."""
+    import json
+
     from workbench.llm.data import read_decision_points, read_jsonl, validate_decision_points
 
     p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
     if p.is_dir():
         return read_decision_points(p)
+    if p.suffix == ".json":  # generate --output-dir's train_data.json / eval_data.json: one JSON array
+        rows = json.loads(p.read_text(encoding="utf-8"))
+        if not isinstance(rows, list):
+            raise ValueError(f"{p}: expected a JSON array of examples")
+        return pd.DataFrame(rows)
     if p.suffix == ".parquet":
         df = pd.read_parquet(p)
         return validate_decision_points(df, str(p)) if "period" in df.columns else df
     return pd.DataFrame(read_jsonl(p))
 
 
+def _rl_points(a: argparse.Namespace, parts: tuple[str, ...] = ("train", "val", "test")) -> pd.DataFrame:
+    """The RL model's decision points on ``--market-data`` (design 004's ``--rl-model``)."""
+    from workbench.llm.rlsource import load_market_data, load_rl_model, rl_decision_points
+
+    policy = load_rl_model(a.rl_model)
+    steps, book = load_market_data(a.market_data, a.quotes)
+    pts = rl_decision_points(policy, steps, book, a.num_samples, seed=a.seed, parts=parts)
+    print(f"{len(pts):,} decision points of the RL model ({policy.kind}: {policy.path}); RL signals "
+          f"{pts['rl_signal'].value_counts().to_dict()}", file=sys.stderr)
+    return pts
+
+
 def _cmd_generate(a: argparse.Namespace) -> int:
+    import json
+
+    from workbench import atomic
     from workbench.llm.data import build_sft_dataset, quality_checks, synthetic_decision_points, write_jsonl
 
-    points = _rows(a.train_data) if a.train_data else synthetic_decision_points(a.num_samples or 400, a.seed)
-    if a.train_data and a.num_samples:
-        points = points.iloc[: a.num_samples]
+    if a.rl_model:
+        points = _rl_points(a)
+    elif a.market_data:
+        raise ValueError("--market-data needs --rl-model (whose decisions the analyses explain); without one, "
+                         "--train-data takes notebook 05's decision points")
+    else:
+        points = _rows(a.train_data) if a.train_data else synthetic_decision_points(a.num_samples or 400, a.seed)
+        if a.train_data and a.num_samples:
+            points = points.iloc[: a.num_samples]
     ds = build_sft_dataset(points, a.split_ratio)
-    out = Path(a.output_file or config.paths().processed / "06_llm" / "sft.jsonl")
-    cols = [c for c in ("prompt", "completion", "time", "market", "facts", "signal", "confidence", "outcome_ret", "period")
-            if c in ds.train.columns]
-    stem = out.with_suffix("")
-    for part, path in (("train", out), ("eval", Path(f"{stem}.eval.jsonl")), ("test", Path(f"{stem}.test.jsonl"))):
-        write_jsonl(getattr(ds, part)[cols].to_dict("records"), path)
-        print(f"{part}: {len(getattr(ds, part))} examples -> {path}")
+    cols = [c for c in ("prompt", "completion", "time", "market", "facts", "signal", "confidence", "rl_signal",
+                        "outcome_ret", "period") if c in ds.train.columns]
+    if a.output_dir:  # the design's layout: <output-dir>/train_data.json and eval_data.json (+ test_data.json)
+        out_dir = Path(a.output_dir)
+        for part in ("train", "eval", "test"):
+            path = out_dir / f"{part}_data.json"
+            rows = getattr(ds, part)[cols].to_dict("records")
+            atomic.write_text(path, json.dumps(rows, indent=1, ensure_ascii=False, default=str) + "\n")
+            print(f"{part}: {len(rows)} examples -> {path}")
+    else:
+        out = Path(a.output_file or config.paths().processed / "06_llm" / "sft.jsonl")
+        stem = out.with_suffix("")
+        for part, path in (("train", out), ("eval", Path(f"{stem}.eval.jsonl")), ("test", Path(f"{stem}.test.jsonl"))):
+            write_jsonl(getattr(ds, part)[cols].to_dict("records"), path)
+            print(f"{part}: {len(getattr(ds, part))} examples -> {path}")
     print(quality_checks(ds).to_string(index=False))
     return 0
 
@@ -106,7 +145,9 @@ def _policy(a: argparse.Namespace) -> tuple[Any, Any]:
     from workbench.llm.pipeline import dpo_adapter_chain
     from workbench.llm.train import load_policy
 
-    out = Path(a.output_dir or config.paths().models / "llm")
+    out = Path(a.llm_model or a.output_dir or config.paths().models / "llm")
+    if not out.is_dir():
+        raise FileNotFoundError(f"{out}: no model folder (train one: python -m workbench.llm train --output-dir {out})")
     base = out / TINY if a.base_model == TINY else Path(a.base_model)
     if a.adapter:
         chain = list(a.adapter)
@@ -131,8 +172,15 @@ def _cmd_infer(a: argparse.Namespace) -> int:
     from workbench.analysis.verifier import StepVerifier
     from workbench.llm.data import facts_of, write_jsonl
     from workbench.llm.evaluate import generate
+    from workbench.llm.rlsource import with_decision
 
-    rows = _rows(a.eval_data)
+    if a.rl_model:  # the design's infer: the RL model's decisions on held-out market data, explained
+        a.num_samples = a.num_samples or 20  # the design scores a sample of 10-20 explanations
+        rows = _rl_points(a, parts=("test",))
+    elif a.eval_data:
+        rows = _rows(a.eval_data)
+    else:
+        raise ValueError("infer needs --rl-model with --market-data (the design's call), or --eval-data")
     if a.num_samples:
         rows = rows.iloc[: a.num_samples]
     model, tok = _policy(a)
@@ -141,8 +189,9 @@ def _cmd_infer(a: argparse.Namespace) -> int:
 
     style = task_of(model).prompt_style
     if "facts" in rows.columns and style != "full":  # ask the model the way it was trained
-        rows = rows.assign(prompt=[prompt_from_facts(facts_of(f), style) if f else p
-                                   for f, p in zip(rows["facts"], rows["prompt"])])
+        rl = rows["rl_signal"] if "rl_signal" in rows.columns else [None] * len(rows)
+        rows = rows.assign(prompt=[with_decision(prompt_from_facts(facts_of(f), style), s) if f else p
+                                   for f, p, s in zip(rows["facts"], rows["prompt"], rl)])
     texts = generate(model, tok, list(rows["prompt"]), _generation(a),
                      grounding=[facts_of(f) for f in rows["facts"]] if a.grounded and "facts" in rows.columns else None)
     ver = StepVerifier()
@@ -153,22 +202,62 @@ def _cmd_infer(a: argparse.Namespace) -> int:
             v = ver.verify(text, facts_of(r["facts"]))
             rec.update(step_ok=v.step_ok, true_step_share=v.true_step_share, self_consistent=v.self_consistent,
                        well_formed=v.well_formed, signal=v.parsed.get("signal"), confidence=v.parsed.get("confidence"))
+        if r.get("rl_signal"):
+            rec.update(time=r.get("time"), market=r.get("market"), rl_signal=r["rl_signal"],
+                       matches_rl=rec.get("signal") == r["rl_signal"])
         out.append(rec)
     path = Path(a.output_file or config.paths().processed / "06_llm" / "analyses.jsonl")
-    write_jsonl(out, path)
+    if path.suffix == ".txt":
+        from workbench import atomic
+
+        atomic.write_text(path, _report(out))
+    else:
+        write_jsonl(out, path)
     shares = [r["true_step_share"] for r in out if "true_step_share" in r]
     print(f"{len(out)} analyses -> {path}" + (f"; mean share of true steps {sum(shares) / len(shares):.1%}" if shares else ""))
+    if any("matches_rl" in r for r in out):
+        print(f"the analysis ends with the RL model's signal in {np.mean([r['matches_rl'] for r in out]):.1%} of them")
     return 0
+
+
+def _report(records: list[dict[str, Any]]) -> str:
+    """A readable evaluation file: each analysis with its verification, then the summary."""
+    lines = []
+    for k, r in enumerate(records, 1):
+        head = f"=== {k}" + (f" | {r['market']} | RL model: {r['rl_signal']}" if r.get("rl_signal") else "")
+        lines += [head, f"prompt: {r['prompt']}", "", r["analysis"], ""]
+        if "true_step_share" in r:
+            ok = " ".join(f"{s}={'ok' if v else 'WRONG'}" for s, v in r["step_ok"].items())
+            lines.append(f"verification: {ok}; true steps {r['true_step_share']:.0%}; self-consistent "
+                         f"{r['self_consistent']}; signal {r.get('signal')}"
+                         + (f" (RL model {r['rl_signal']}: {'matches' if r['matches_rl'] else 'differs'})"
+                            if r.get("rl_signal") else ""))
+        lines.append("")
+    shares = [r["true_step_share"] for r in records if "true_step_share" in r]
+    lines.append(f"summary: {len(records)} analyses; mean share of true steps "
+                 + (f"{np.mean(shares):.1%}" if shares else "n/a")
+                 + (f"; signal matches the RL model in {np.mean([r['matches_rl'] for r in records]):.1%}"
+                    if any("matches_rl" in r for r in records) else ""))
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_commentary(a: argparse.Namespace) -> int:
     from workbench.llm.commentary import write_commentary
 
-    feats = pd.read_parquet(a.features or config.paths().processed / "02_features" / "features.parquet")
+    src = a.market_data or a.features or config.paths().processed / "02_features" / "features.parquet"
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"{src}: no market data (a features, OHLCV or step table .parquet)")
+    feats = pd.read_parquet(src)
+    with_model = a.with_model or bool(a.llm_model)
     model = tok = None
-    if a.with_model:
+    if with_model:
         model, tok = _policy(a)
-    c = write_commentary(feats, a.at, a.window_minutes, model, tok, _generation(a) if a.with_model else None)
+    c = write_commentary(feats, a.at, a.window_minutes, model, tok, _generation(a) if with_model else None)
+    if a.output_file:
+        from workbench import atomic
+
+        atomic.write_text(a.output_file, c.text + "\n")
+        print(f"commentary -> {a.output_file}")
     print(c.text)
     print(f"(source: {c.source}; {sum(x.ok for x in c.verification.claims)}/{len(c.verification.claims)} claims true)")
     print(c.verification.table().to_string(index=False))
@@ -179,12 +268,21 @@ def _cmd_chat(a: argparse.Namespace) -> int:
     from workbench.llm.chat import ChatSession
     from workbench.llm.data import facts_of
 
-    rows = _rows(a.eval_data) if a.eval_data else None
+    if a.rl_model:  # the design's chat: the latest decision of the RL model on the recent market data
+        a.num_samples = a.num_samples or 50
+        rows = _rl_points(a, parts=("test",))
+        a.index = a.index if a.index != 0 else len(rows) - 1
+    elif a.market_data:
+        raise ValueError("chat --market-data needs --rl-model (the decision to discuss), or pass --eval-data")
+    else:
+        rows = _rows(a.eval_data) if a.eval_data else None
     if rows is None:
         from workbench.llm.data import synthetic_decision_points
 
         rows = synthetic_decision_points(5, a.seed)
     r = rows.iloc[a.index]
+    responder = "model" if a.llm_model and a.responder_given is None else (a.responder_given or "facts")
+    a.responder = responder
     model = tok = None
     if a.responder == "model":
         model, tok = _policy(a)
@@ -221,7 +319,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--base-model", default=TINY, help=f"'{TINY}' (built here) or a local model directory")
         sp.add_argument("--train-data", help="decision_points.parquet, the 05_rlaif folder, or a JSONL of examples")
         sp.add_argument("--eval-data", help="JSONL / parquet of evaluation (or prompt) rows")
-        sp.add_argument("--output-dir", help="models and adapters (default: <workdir>/models/llm)")
+        sp.add_argument("--output-dir", help="generate: the dataset folder (train_data.json, eval_data.json, "
+                                             "test_data.json); train: models and adapters (default: <workdir>/models/llm)")
+        sp.add_argument("--rl-model", help="the RL model whose decisions are explained: the twin's best_model.pt (with "
+                                           "twin.json beside it) or a folder holding both")
+        sp.add_argument("--market-data", help="a step table .parquet (notebook 04's steps.parquet, the pipeline's "
+                                              "processed_trader_data.parquet) or a wallet folder; commentary: also a "
+                                              "features or OHLCV table")
+        sp.add_argument("--quotes", help="the Up quotes of --market-data: notebook 01's tables or the wallet's files "
+                                         "(default: the pipeline's manifest, else data/processed/01_ingestion)")
+        sp.add_argument("--llm-model", help="the fine-tuned model folder (train's --output-dir; default models/llm)")
         sp.add_argument("--output-file", help="file written by the command")
         sp.add_argument("--num-samples", type=int, default=None, help="synthetic examples to generate / rows to use")
         sp.add_argument("--split-ratio", type=float, default=0.9, help="train share of the chronological split")
@@ -260,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(h)
     h.add_argument("--index", type=int, default=0, help="row of --eval-data to discuss")
     h.add_argument("--question", action="append", help="question(s) to ask (else read from stdin)")
-    h.add_argument("--responder", choices=("facts", "model"), default="facts")
+    h.add_argument("--responder", dest="responder_given", choices=("facts", "model"), default=None,
+                   help="facts (template answers) or model (default: model with --llm-model, else facts)")
     return p
 
 

@@ -61,16 +61,18 @@ class CommentaryFacts:
 
 
 def closes_from(data: pd.Series | pd.DataFrame) -> pd.Series:
-    """One-minute closes from a Series of closes or a feature table with ``log_close`` (notebook 02) or
-    ``close``; the index must be a UTC DatetimeIndex."""
+    """One-minute closes from a Series of closes, a feature table with ``log_close`` (notebook 02), an OHLCV
+    table (``close``) or a step table (``btc_close``); the index must be a UTC DatetimeIndex."""
     if isinstance(data, pd.Series):
         s = data.astype(float)
     elif "log_close" in data:
         s = np.exp(data["log_close"].astype(float))
     elif "close" in data:
         s = data["close"].astype(float)
+    elif "btc_close" in data:  # a step table (notebook 04, the pipeline): the underlying's close at each step
+        s = data["btc_close"].astype(float)
     else:
-        raise ValueError("need a Series of closes or a table with 'log_close' or 'close'")
+        raise ValueError("need a Series of closes or a table with 'log_close', 'close' or 'btc_close'")
     if not isinstance(s.index, pd.DatetimeIndex):
         raise ValueError("closes need a DatetimeIndex (UTC)")
     return s.dropna().sort_index()

@@ -112,6 +112,51 @@ def facts_from_market(market: dict[str, Any], cfg: RLConfig | None = None) -> tu
     return Facts(**{k: vals[k] for k in fields}), notes
 
 
+@dataclasses.dataclass
+class TradingAnalysis:
+    """What :meth:`RLHFTradingTrainer.generate_trading_analysis` returns: the design's ``final_signal`` and
+    ``final_reasoning`` attributes, every other field of the analysis, and dict access (``d["confidence"]``,
+    ``d.keys()``) for code written against the dict of earlier versions."""
+
+    symbol: str
+    final_signal: str
+    confidence: float
+    final_reasoning: str
+    technical_analysis: str
+    risk_assessment: str
+    market_context: str
+    signal_generation: str
+    steps: dict[str, str]
+    position_size: Any
+    stop_loss: Any
+    take_profit: Any
+    step_verification: dict[str, bool]
+    true_step_share: float
+    self_consistent: bool
+    parsed: bool
+    prompt: str
+    model: str
+    facts: dict[str, Any]
+    assumptions: list[str]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+    def keys(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self)]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default) if key in self.keys() else default
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 class RLHFTradingTrainer:
     """Load the configuration and a policy; write, train and evaluate four-step trading analyses.
 
@@ -141,6 +186,7 @@ class RLHFTradingTrainer:
         self._model: Any = None
         self._tok: Any = None
         self.model_name = ""
+        self.data_path: Path | None = None  # decision points prepared by ``prepare`` (default: notebook 05's)
 
     # ---- models ------------------------------------------------------------------------------------------
     def locate_policy(self) -> tuple[str, str, list[str]]:
@@ -178,10 +224,11 @@ class RLHFTradingTrainer:
         return self._model, self._tok
 
     # ---- the guide's call ----------------------------------------------------------------------------------
-    def generate_trading_analysis(self, market: dict[str, Any]) -> dict[str, Any]:
+    def generate_trading_analysis(self, market: dict[str, Any]) -> "TradingAnalysis":
         """The four-step analysis of ``market`` and the decision it ends with.
 
-        Returns a dict with ``final_signal`` (BUY / SELL / HOLD; HOLD when the model wrote no parseable signal,
+        Returns a :class:`TradingAnalysis` (the design reads ``decision.final_signal`` and
+        ``decision.final_reasoning``; it also reads as the dict of earlier versions) with ``final_signal`` (BUY / SELL / HOLD; HOLD when the model wrote no parseable signal,
         with ``parsed = False``), ``confidence`` (0-1; 0.0 when unparseable), ``final_reasoning`` (the whole
         analysis), the four steps (``technical_analysis``, ``risk_assessment``, ``market_context``,
         ``signal_generation``; also under ``steps``), ``position_size``, ``stop_loss``, ``take_profit``, the
@@ -213,7 +260,7 @@ class RLHFTradingTrainer:
             "step_verification": dict(v.step_ok), "true_step_share": v.true_step_share,
             "self_consistent": v.self_consistent, "parsed": parsed, "prompt": prompt, "model": self.model_name,
             "facts": f.to_dict(), "assumptions": notes}
-        return out
+        return TradingAnalysis(**out)
 
     # ---- training and evaluation (the CLI) --------------------------------------------------------------
     def train(self, samples: int | None = None, scheme: str = "combined", processed: str | os.PathLike[str] | None = None,
@@ -279,12 +326,40 @@ class RLHFTradingTrainer:
         scored = evaluate_policies(loaders, examples, gen, source, int(hold_minutes * 60_000), self.cfg)
         return summary_table(scored, n_boot, seed), scored
 
-    @staticmethod
-    def _points(processed: Path, synthetic: bool) -> pd.DataFrame:
+    def debug_rewards(self, model_path: str | os.PathLike[str] | None = None, samples: int = 32,
+                      processed: str | os.PathLike[str] | None = None, hold_minutes: float = 10.0,
+                      synthetic: bool = False, seed: int = 0) -> pd.DataFrame:
+        """The guide's ``debug_rewards``: a policy's analyses of ``samples`` test-period prompts and every reward
+        component of each (:func:`workbench.rlhf.diagnostics.debug_rewards`), the outcome replayed on the
+        recorded quotes; the analysis text is the last column."""
+        from workbench import config
+        from workbench.llm import GenerationSettings, facts_of, generate
+        from workbench.rlhf.diagnostics import debug_rewards
+        from workbench.rlhf.rewards import ReplayOutcome
+        from workbench.rlhf.study import price_source, test_examples
+
+        if model_path is not None:
+            self.model_path, self._model = Path(model_path), None
+        processed = Path(processed) if processed else config.paths().processed
+        examples = test_examples(self._points(processed, synthetic), samples)
+        model, tok = self.load()
+        from workbench.llm.data import restyle
+        from workbench.llm.model import task_of
+
+        examples, _ = restyle(examples, None, task_of(model).prompt_style)
+        texts = generate(model, tok, list(examples["prompt"]), GenerationSettings(max_new_tokens=self.max_new_tokens,
+                                                                                  seed=seed))
+        source, _ = price_source(processed)
+        outcome = ReplayOutcome(source, self.cfg, int(hold_minutes * 60_000))
+        table = debug_rewards(texts, [facts_of(f) for f in examples["facts"]], self.cfg, outcome,
+                              [{"time": int(t)} for t in examples["time"]])
+        return table.assign(market=list(examples["market"]), text=texts)
+
+    def _points(self, processed: Path, synthetic: bool) -> pd.DataFrame:
         from workbench.llm.data import ContractError, read_decision_points, synthetic_decision_points
 
         try:
-            return read_decision_points(processed / "05_rlaif")
+            return read_decision_points(self.data_path if self.data_path is not None else processed / "05_rlaif")
         except ContractError:
             if synthetic:
                 return synthetic_decision_points(400, seed=0)

@@ -67,7 +67,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     val = trainer.validate(val_loader)
     meta = {"train_fraction": a.train_fraction, "val_fraction": a.val_fraction, "gap": a.gap, "window": a.window,
             "train_stride": a.train_stride, "rtg_scale": data.rtg_scale, "rtg_mode": data.rtg_mode,
-            "features": list(data.features), "levels": None, "default_target": study.median_target(data) / data.rtg_scale,
+            "features": list(data.features), "levels": None, "default_target": study.median_target(data),
             "checkpoint": str(out / "best_model.pt"), "best_epoch": trainer.best_epoch, "seed": a.seed,
             "validation": {k: float(v) for k, v in val.items() if np.isscalar(v)}}
     atomic.write_text(out / "twin.json", json.dumps(meta, indent=2, default=float))
@@ -118,7 +118,9 @@ def _cmd_infer(a: argparse.Namespace) -> int:
     steps = _steps(a.data_dir, a.wallet)
     data = study.from_meta(steps, meta)
     rows = data.rows(a.part)
-    target = float(meta.get("default_target", 0.0)) if a.target_rtg is None else float(a.target_rtg)
+    # twin.json keeps the default target in the model's RTG units (as notebook 04 does); --target-rtg is a return
+    target = (float(meta.get("default_target", 0.0)) / inference.rtg_scale if a.target_rtg is None
+              else float(a.target_rtg))
     roll = inference.rollout(data.states[rows], target * inference.rtg_scale)
     probs = roll["action_probs"]
     table = pd.DataFrame({"predicted": [ACTIONS[i] for i in roll["actions"]],
