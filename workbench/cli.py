@@ -1,4 +1,5 @@
-"""Command line: ``python -m workbench run | simulate | ingest | fetch`` (see ``python -m workbench --help``)."""
+"""Command line: ``python -m workbench run | simulate | ingest | fetch | pipeline | twin | llm | rlhf`` (see
+``python -m workbench --help``)."""
 
 from __future__ import annotations
 
@@ -145,18 +146,8 @@ def _cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
-def _forward(module: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        import importlib
-
-        return int(importlib.import_module(f"workbench.{module}.cli").main(args.rest))
-
-    return run
-
-
-_DESCRIPTION = """The trading-research workbench: simulate or fetch wallet files, ingest them, run the notebook chain.
-
-Other stages have command lines of their own: python -m workbench.llm --help, python -m workbench.rlhf --help."""
+_DESCRIPTION = """The trading-research workbench: simulate or fetch wallet files, ingest them, build the step table, run
+the notebook chain; the trader twin, the trading LLM and RLHF have command lines of their own (below)."""
 _EPILOG = """examples:
   python -m workbench run                                  the whole chain on the default data (30 simulated days)
   python -m workbench run --profile smoke                  2 days and tiny models, in minutes; writes under runs/
@@ -164,6 +155,29 @@ _EPILOG = """examples:
   python -m workbench simulate --days 30 --seed 7
   python -m workbench ingest data/raw/merged_trades/0xabc... --out data/processed/my_wallet
   python -m workbench fetch --wallet 0xabc... --bucket my-bucket --endpoint-url https://<account>.r2.cloudflarestorage.com
+  python -m workbench pipeline --data_dir data/raw/merged_trades
+
+stage command lines (python -m workbench twin|llm|rlhf ... is the same as python -m workbench.twin|llm|rlhf ...):
+  python -m workbench.twin  train | infer
+  python -m workbench.llm   generate | train | infer | commentary | chat
+  python -m workbench.rlhf  prepare | sft | train | evaluate | generate | debug-rewards | analyze-steps
+
+the design documents' commands (../shared/seeds) and theirs here:
+  003 python download_bucket.py                   python -m workbench fetch --wallet ADDRESS --bucket B --endpoint-url URL
+  003 python pipeline.py                          python -m workbench pipeline
+  003 python train_model.py --data_dir D --output_dir models --epochs 50 --batch_size 32 --device cpu
+                                                  python -m workbench.twin train  (the same flags)
+  004 python -m trading_llm.train_llm CMD ...     python -m workbench.llm CMD ...  (generate, train, infer, commentary,
+                                                  chat with the document's flags)
+  000 python scripts/prepare_training_data.py --symbols BTC-USD    python -m workbench.rlhf prepare --symbols BTC-USD
+  000 python scripts/train_crypto_model.py --config training_config.yaml
+                                                  python -m workbench.rlhf sft --config training_config.yaml
+  000 python scripts/run_rlhf_training.py --config rlhf_config.yaml --samples 5000
+                                                  python -m workbench.rlhf train --config rlhf_config.yaml --samples 5000
+  000 python scripts/evaluate_rlhf_model.py --model_path P         python -m workbench.rlhf evaluate --model_path P
+  000 python scripts/debug_rewards.py --model_path P               python -m workbench.rlhf debug-rewards --model_path P
+  000 python scripts/analyze_steps.py --data_path D                python -m workbench.rlhf analyze-steps --data_path D
+  001 python scripts/example_rlaif_training.py    python -m workbench run --only 05  (the RLAIF loop, notebook 05)
 
 Run "python -m workbench COMMAND --help" for a command's options."""
 
@@ -252,15 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, what in (("twin", "the trader twin: train | infer (design 003's train_model.py and inference)"),
                        ("llm", "the trading LLM: generate | train | infer | commentary | chat (design 004)"),
-                       ("rlhf", "RLHF with process supervision: prepare | train | evaluate | generate | debug-rewards | "
-                                "analyze-steps (design 000)")):
-        fw = sub.add_parser(name, help=what, add_help=False, description=f"Same as python -m workbench.{name}.")
-        fw.add_argument("rest", nargs=argparse.REMAINDER)
-        fw.set_defaults(func=_forward(name))
+                       ("rlhf", "RLHF with process supervision: prepare | sft | train | evaluate | generate | "
+                                "debug-rewards | analyze-steps (design 000)")):
+        sub.add_parser(name, help=what, add_help=False)  # listed here; main() hands the arguments to its own parser
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("twin", "llm", "rlhf"):  # the stage command lines, all their arguments as given
+        import importlib
+
+        return int(importlib.import_module(f"workbench.{argv[0]}.cli").main(argv[1:]))
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -254,6 +254,13 @@ class PreferenceGenerator:
             self.store.add_preferences(pairs)
         return pairs
 
+    def decisions_with_outcomes(self, since: int | None = None) -> list[DecisionOutcome]:
+        """Decisions (made at or after ``since``, UTC ms) whose outcome is recorded, each with its outcome
+        (``realized_return``...): what the design's monitoring example reads, in time order."""
+        outs = self.store.outcomes()
+        return [DecisionOutcome(d, outs[d.id]) for d in sorted(self.store.decisions(), key=lambda d: (d.time, d.id))
+                if d.id in outs and (since is None or d.time >= since)]
+
     def get_training_data(self, min_confidence: float = 0.0, max_samples: int | None = None) -> list[PreferencePair]:
         """Stored pairs whose chosen decision states at least ``min_confidence``, largest margins first."""
         cache: dict[str, TradingDecision] = {}

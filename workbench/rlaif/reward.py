@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from workbench import atomic, config
+from workbench.rlaif.history import TrainingHistory, _class_or_instance, _device
 from workbench.rlaif.store import PreferencePair, Store, TradingDecision
 
 ACTION_INDEX = {"BUY": 0, "SELL": 1, "HOLD": 2}
@@ -251,6 +252,23 @@ class RewardModel(nn.Module):
     def fit_normalizer(self, numeric: np.ndarray) -> None:
         fit_standardizer(self, torch.as_tensor(numeric, dtype=torch.float32))
 
+    @torch.no_grad()
+    def score(self, decision: Any) -> Any:
+        """The score of a decision (a float), or ``(n,)`` scores of a list, with the text encoder attached by
+        :func:`create_reward_model` / :func:`load_reward_model` / a trainer (the design's ``reward_model.score``)."""
+        enc = getattr(self, "text_encoder", None)
+        if enc is None:
+            raise ValueError("this RewardModel has no text encoder attached: score through RewardModelTrainer(model, "
+                             "encoder).score([...]) or build it with create_reward_model()")
+        many = isinstance(decision, (list, tuple))
+        ds = list(decision) if many else [decision]
+        dev = self.num_mean.device
+        self.eval()
+        num = torch.as_tensor(np.stack([decision_vector(d) for d in ds]), device=dev)
+        txt = torch.as_tensor(enc.encode_analyses([d.analysis for d in ds]), device=dev)
+        out = self(num, txt).cpu().numpy()
+        return out if many else float(out[0])
+
     def forward(self, numerical: torch.Tensor, text_embedding: torch.Tensor) -> torch.Tensor:
         """Scores ``(B,)`` of ``numerical (B, numerical_dim)`` decision features and ``text_embedding (B, text_dim)``
         analysis embeddings (the design's keyword names)."""
@@ -265,55 +283,18 @@ def create_reward_model(text_encoder_name: str | Path | None = None, store: Stor
     the packaged MiniLM, offline; a hub name other than the packaged model's is refused, see
     :func:`resolve_text_model`)."""
     enc = TextEncoder(text_encoder_name, store=store)
-    return RewardModel(NUMERIC_DIM, enc.dim, hidden_dims, dropout, seed=seed), enc
+    model = RewardModel(NUMERIC_DIM, enc.dim, hidden_dims, dropout, seed=seed)
+    model.text_encoder = enc
+    return model, enc
 
 
-class TrainingHistory(dict):
-    """What ``train`` returns: the design's dict of per-epoch lists (``history["val_acc"]`` is one value per
-    epoch) that also reads as the per-epoch rows (``history[-1]["val_acc"]``, ``history.rows``, ``len(history)``
-    epochs, iteration over rows)."""
-
-    def __init__(self, rows: Sequence[dict[str, float]] = ()) -> None:
-        self.rows: list[dict[str, float]] = [dict(r) for r in rows]
-        keys = list(dict.fromkeys(k for r in self.rows for k in r))
-        super().__init__({k: [r.get(k, float("nan")) for r in self.rows] for k in keys})
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, (int, slice)):
-            return self.rows[key]
-        return super().__getitem__(key)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[dict[str, float]]:  # type: ignore[override]
-        return iter(self.rows)
-
-    def __bool__(self) -> bool:
-        return bool(self.rows)
-
-
-def _device(device: str | None) -> torch.device:
-    """``None``: CUDA when available, else CPU; an explicit ``"cuda"`` without a GPU is refused clearly."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but this machine has no CUDA GPU: pass device='cpu' (or None to choose)")
-    return dev
-
-
-class _class_or_instance:
-    """``Trainer.load(path)`` builds a new trainer; ``trainer.load(path)`` loads into that trainer (the design's
-    ``load(path) -> None`` on an instance) and returns it."""
-
-    def __init__(self, fn: Any) -> None:
-        self.fn = fn
-
-    def __get__(self, obj: Any, cls: type) -> Any:
-        import functools
-
-        return functools.partial(self.fn, cls if obj is None else obj)
+def load_reward_model(path: str | os.PathLike[str], text_encoder: "TextEncoder | None" = None
+                      ) -> tuple[RewardModel, "TextEncoder"]:
+    """The design's ``reward_model, text_encoder = load_reward_model(path)``: a :meth:`RewardModelTrainer.save`
+    file back as the model (eval mode, its encoder attached for :meth:`RewardModel.score`) and the encoder."""
+    trainer = RewardModelTrainer.load(path, text_encoder)
+    trainer.model.eval()
+    return trainer.model, trainer.encoder
 
 
 def _atomic_save(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
@@ -359,7 +340,9 @@ class _Checkpointed:
             trainer = owner
             trainer.model = model.to(trainer.device)
             if text_encoder is not None:
-                trainer.encoder = text_encoder
+                trainer.encoder = TextEncoder.wrap(text_encoder)
+        if isinstance(trainer.model, RewardModel):
+            trainer.model.text_encoder = trainer.encoder
         trainer.history = TrainingHistory(ckpt.get("history", []))
         trainer.version = ckpt["version"]
         return trainer
@@ -388,6 +371,7 @@ class RewardModelTrainer(_Checkpointed):
         self.device = _device(device)
         self.model = model.to(self.device)
         self.encoder = TextEncoder.wrap(text_encoder)
+        self.model.text_encoder = self.encoder
         self.lr = learning_rate
         self.weight_decay = weight_decay
         self.seed = seed
