@@ -421,10 +421,20 @@ def test_004_command_lines(design003, monkeypatch, capsys):
     assert llm(["chat", *llm_model, "--market-data", "data/processed_trader_data.parquet",
                 "--rl-model", "models/best_model.pt", "--num-samples", "3", "--max-new-tokens", "16"]) == 0
     assert "assistant>" in capsys.readouterr().out
-    # an SB3 PPO .zip is refused with what to pass instead (the workbench's agent is the twin today)
+    # the design's rl_model.zip: the PPO agent of `python -m workbench.agent train` (a missing one: one clear line)
     assert llm(["generate", "--rl-model", "/path/to/your/rl_model.zip", "--market-data", "x.parquet",
                 "--output-dir", "out"]) == 2
-    assert "pass the trader twin's checkpoint" in capsys.readouterr().err
+    assert "no PPO agent" in capsys.readouterr().err
+    from workbench.cli import main as workbench_main
+
+    assert workbench_main(["agent", "train", "--steps", "data/processed_trader_data.parquet", "--meta", "models/twin.json",
+                           "--quotes", "downloads/merged_trades", "--total-timesteps", "1024", "--n-envs", "2",
+                           "--evaluations", "1", "--output-dir", "models/ppo"]) == 0
+    assert llm(["generate", "--rl-model", "models/ppo/ppo_agent.zip", "--market-data", "data/processed_trader_data.parquet",
+                "--output-dir", "./data/ppo_dataset", "--num-samples", "60"]) == 0
+    ppo_rows = json.loads((design003 / "data" / "ppo_dataset" / "train_data.json").read_text())
+    assert ppo_rows and all(r["signal"] == r["rl_signal"] for r in ppo_rows)
+    assert "(ppo: models/ppo/ppo_agent.zip)" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------

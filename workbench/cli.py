@@ -157,8 +157,9 @@ _EPILOG = """examples:
   python -m workbench fetch --wallet 0xabc... --bucket my-bucket --endpoint-url https://<account>.r2.cloudflarestorage.com
   python -m workbench pipeline --data_dir data/raw/merged_trades
 
-stage command lines (python -m workbench twin|llm|rlhf ... is the same as python -m workbench.twin|llm|rlhf ...):
+stage command lines (python -m workbench twin|agent|llm|rlhf ... is the same as python -m workbench.twin ... etc.):
   python -m workbench.twin  train | infer
+  python -m workbench.agent train | evaluate
   python -m workbench.llm   generate | train | infer | commentary | chat
   python -m workbench.rlhf  prepare | sft | train | evaluate | generate | debug-rewards | analyze-steps
 
@@ -265,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_cmd_pipeline)
 
     for name, what in (("twin", "the trader twin: train | infer (design 003's train_model.py and inference)"),
+                       ("agent", "the PPO agent in the market environment: train | evaluate (design 004's rl_model.zip)"),
                        ("llm", "the trading LLM: generate | train | infer | commentary | chat (design 004)"),
                        ("rlhf", "RLHF with process supervision: prepare | sft | train | evaluate | generate | "
                                 "debug-rewards | analyze-steps (design 000)")):
@@ -274,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("twin", "llm", "rlhf"):  # the stage command lines, all their arguments as given
+    if argv and argv[0] in ("twin", "agent", "llm", "rlhf"):  # the stage command lines, all their arguments as given
         import importlib
 
         return int(importlib.import_module(f"workbench.{argv[0]}.cli").main(argv[1:]))

@@ -2,8 +2,8 @@
 
 ``--rl-model`` is the policy whose decisions the language model learns to explain: today the trader twin of
 notebook 04 (``best_model.pt`` with its ``twin.json``; a folder holding both; or notebook 04's ``twin.json``);
-a stable-baselines3 ``.zip`` (the design's PPO agent) is loaded with :func:`load_rl_model` once
-``workbench.agent`` provides one. ``--market-data`` is a step table (notebook 04's ``steps.parquet`` or the
+or the PPO agent of ``python -m workbench.agent train`` (``ppo_agent.zip``
+with its ``ppo_agent.json``, the design's stable-baselines3 file). ``--market-data`` is a step table (notebook 04's ``steps.parquet`` or the
 pipeline's ``processed_trader_data.parquet``) or a folder of raw wallet files; the Up quotes the prompts state
 come from the wallet's events (the pipeline's manifest names their folder, else ``--quotes`` or notebook 01's
 tables).
@@ -48,11 +48,17 @@ class RLPolicy:
 
         return study.from_meta(steps, self.meta)
 
-    def act(self, data: Any, times_ms: np.ndarray) -> np.ndarray:
-        """Signals ``(n,)`` (BUY / HOLD / SELL) at step starts ``times_ms`` (the twin at its default target, in the
-        causal mode; steps between the split's parts get HOLD)."""
+    def act(self, data: Any, times_ms: np.ndarray, book: Any = None) -> np.ndarray:
+        """Signals ``(n,)`` (BUY / HOLD / SELL) at step starts ``times_ms``: the twin at its default target, in the
+        causal mode; the PPO agent acting on its own position market by market (needs the quotes ``book``);
+        steps between the split's parts get HOLD."""
         from workbench.rlaif.candidates import TWIN_TO_SIGNAL
         from workbench.twin import study
+
+        if self.kind == "ppo":
+            cls = self.inference.classes(data.steps, book)
+            t = pd.to_datetime(np.asarray(times_ms), unit="ms", utc=True)
+            return np.array([TWIN_TO_SIGNAL[int(c)] for c in cls.reindex(t).fillna(2)], dtype=object)
 
         rule = (self.meta["decision_rule"]["prior"], self.meta["decision_rule"]["exponent"]) \
             if "decision_rule" in self.meta else None
@@ -66,14 +72,11 @@ def load_rl_model(path: str | os.PathLike[str], device: str | None = None) -> RL
     from workbench.twin import TraderInference
 
     p = Path(path)
-    if p.suffix == ".zip":
-        try:
-            from workbench.agent import load_agent  # type: ignore[attr-defined]
-        except ImportError:
-            raise ValueError(f"{p}: a stable-baselines3 .zip (the design's PPO agent) -- the workbench has no PPO agent "
-                             "yet; pass the trader twin's checkpoint (models/trader_twin/best_model.pt, or a folder "
-                             "with best_model.pt and twin.json)") from None
-        return load_agent(p)  # pragma: no cover - issue 19
+    if p.suffix == ".zip" or (p / "ppo_agent.zip").is_file():
+        from workbench.agent.ppo import load_agent
+
+        agent = load_agent(p, device=device or "cpu")
+        return RLPolicy("ppo", agent.path, agent, agent.meta)
     if p.is_dir():
         p = p / "best_model.pt"
     if p.name == "twin.json":
@@ -159,7 +162,7 @@ def rl_decision_points(policy: RLPolicy, steps: pd.DataFrame, book: Any, num_sam
     points, facts = rlaif_study.decision_points(steps, periods, every, book, analyst, capital=capital)
     if num_samples:
         points, facts = points.iloc[: int(num_samples)], facts[: int(num_samples)]
-    signals = policy.act(data, points["time"].to_numpy())
+    signals = policy.act(data, points["time"].to_numpy(), book)
     source = ReplayPriceSource(book)
     rows = []
     for (_, r), f, sig in zip(points.iterrows(), facts, signals):
