@@ -52,6 +52,7 @@ EV_MARGIN = 0.01  # smallest expected-value difference of a pair of the expected
 N_PATHS = 400  # Monte Carlo paths per decision point of the realised-label ceiling
 N_BOOT = 2000  # bootstrap replicates of the intervals (decision points resampled)
 SEED = 7  # seed of candidates, training and bootstraps
+PPO_AGENT = ""  # notebook 08's ppo_agent.zip to add as a candidate agent ("ppo"); empty: none (08 runs after 05)
 
 # %%
 import json
@@ -61,18 +62,17 @@ import pandas as pd
 from IPython.display import display
 
 from workbench import analysis, config, metrics, plots, twin
+from workbench.agent import ppo
 from workbench.analysis import rlconfig
-from workbench.data import ingest
-from workbench.rlaif import figures
-from workbench.twin import backtest
-from workbench.twin import study as twin_study
-from workbench.data import simulate
+from workbench.data import ingest, simulate
 from workbench.rlaif import (OutcomeTracker, PreferenceGenerator, ProcessRewardModel, ProcessRewardTrainer,
-                             RLAIFFineTuner, ReplayPriceSource, RewardModelTrainer, aggregate_steps, create_reward_model,
-                             study)
+                             ReplayPriceSource, RewardModelTrainer, RLAIFFineTuner, aggregate_steps,
+                             create_reward_model, figures, study)
 from workbench.rlaif import truth as rlaif_truth
 from workbench.rlaif import yardsticks
 from workbench.rlaif.store import PreferencePair
+from workbench.twin import backtest
+from workbench.twin import study as twin_study
 
 P = config.paths().ensure()
 OUT = P.processed / "05_rlaif"
@@ -101,7 +101,8 @@ print(points["completion"].iloc[len(facts) // 2])
 # At every `RLAIF_EVERY`-th decision point: the analyst's own decision; `MISTAKE_SOURCES` analyses with one or two
 # controlled mistakes (wrong indicator values, claims that contradict the numbers, a signal against the analysis'
 # own steps, a position above the risk limit); three rule agents (momentum, fair-value gap, contrarian RSI); and
-# the twin at three target returns. Every candidate carries a four-step analysis explaining its own signal. With
+# the twin at three target returns (and, with `PPO_AGENT`, notebook 08's PPO agent: run 08, then this notebook with
+# `-p PPO_AGENT models/ppo_agent/ppo_agent.zip`). Every candidate carries a four-step analysis explaining its own signal. With
 # `VARY`, every candidate but the clean analyst also draws its own stop, take profit, share of the risk budget
 # and holding time, so two candidates with the same action still differ in outcome: a pair then carries
 # information about more than the action.
@@ -112,8 +113,9 @@ twin_targets = {f"rtg={t:+.2f}": t for t in (meta04["targets"][1], meta04["defau
 rule = (meta04["decision_rule"]["prior"], meta04["decision_rule"]["exponent"]) if "decision_rule" in meta04 else None
 twin_actions = twin_study.actions_at(inference, data, points["time"].to_numpy(), twin_targets, rule=rule)
 subset = np.arange(0, len(points), RLAIF_EVERY)
+agents = {"ppo": ppo.classes_at(ppo.load_agent(PPO_AGENT), steps, book, points["time"].to_numpy())} if PPO_AGENT else {}
 decisions = study.candidates(points, facts, analyst, twin_actions, seed=SEED, mistake_sources=MISTAKE_SOURCES, subset=subset,
-                             vary=VARY)
+                             vary=VARY, agents=agents)
 pg = PreferenceGenerator(OUT / "rlaif.db", min_preference_margin=MIN_MARGIN, hold_period_days=HOLD_MINUTES / 1440)
 new = pg.record_decisions(decisions)
 print(f"{len(decisions):,} candidate decisions at {len(subset):,} points; {new:,} new in the store (0 on a re-run)")

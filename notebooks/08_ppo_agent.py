@@ -25,7 +25,7 @@
 # chronological split, with its gaps). The observation is the twin's state: the market part as recorded (causal)
 # and the agent part rebuilt from the agent's **own** position, normalised with the training statistics. The
 # action is one of the five seed classes, sized like the trader's median order of that class, with the
-# inventory capped. Orders fill at the recorded Up quote 0.5 s after the step's start (ask to buy, bid to sell).
+# inventory capped at the largest the trader held in training. Orders fill at the recorded Up quote 0.5 s after the step's start (ask to buy, bid to sell).
 # The files carry no depth, so there is no depth limit. The reward is the step's change in marked-to-market
 # equity, net of the spread; at its end each market settles with its winner.
 #

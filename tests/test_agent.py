@@ -144,3 +144,20 @@ def test_agent_command_line(inputs, tmp_path, capsys):
     assert pd.read_csv(tmp_path / "m.csv", index_col=0).shape[0] == 4
     assert workbench_main(["agent", "evaluate", "--steps", str(tmp_path / "nothing.parquet")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_ppo_as_a_candidate_agent_of_notebook_05(setup, tmp_path):
+    from workbench.agent.ppo import classes_at
+    from workbench.analysis.analyst import Analyst
+    from workbench.llm.data import synthetic_facts
+    from workbench.rlaif.candidates import candidates_at
+
+    train_ppo(setup, tmp_path, total_timesteps=1024, n_envs=2, evaluations=1, seed=1)
+    agent = load_agent(tmp_path / "ppo_agent.zip")
+    times = setup.periods["test"].starts[:5]
+    cls = classes_at(agent, setup.data.steps, setup.book, times)
+    assert cls.shape == (5,) and set(cls) <= set(range(5))
+    f = synthetic_facts(1, 0)[0]
+    out = candidates_at(f, 0, Analyst(), np.random.default_rng(0), {}, mistake_sources=0, agents={"ppo": 1})
+    ppo_rows = [d for d in out if d.source == "ppo"]
+    assert len(ppo_rows) == 1 and ppo_rows[0].action == "BUY"

@@ -5,7 +5,7 @@ test, notebook 04's split). At each step the agent sees the twin's state: the ma
 the step table's features at the step's start, Up quotes strictly before it) and the agent part rebuilt from
 **its own** position (unrealised P&L, inventory, time since entry...), normalised with the training period's
 statistics. It picks one of the five seed classes; the order size is the trader's median size of that class
-(training period), the inventory is capped as in the replay, and orders fill at the Up quote in force
+(training period), the inventory is capped (``AgentSetup``: the trader's training maximum), and orders fill at the Up quote in force
 ``latency_ms`` after the step's start (ask to add Up exposure, bid to remove it; Down at the complement).
 Depth is not in the files, so fills are not limited by it (the sizes are small against the simulated book).
 The reward is the change in marked-to-market equity over the step (USDC x ``reward_scale``): a buy marked at

@@ -39,12 +39,16 @@ class AgentSetup:
     def build(cls, steps: pd.DataFrame, meta: dict[str, Any], book: QuoteBook, notional: float | None = None
               ) -> "AgentSetup":
         """From a step table and notebook 04's ``twin.json`` (or the twin command's): the same split, features and
-        training-period normaliser as the twin; order sizes are the trader's median per class in training."""
+        training-period normaliser as the twin; order sizes are the trader's median per class in training and the
+        inventory cap is the largest inventory the trader held in training (Up-equivalent shares)."""
         from workbench.twin import study
 
         data = study.from_meta(steps, meta)
         tr = data.masks["train"]
         execution = ExecutionModel.fit(steps["flow"].to_numpy()[tr], data.actions[tr])
+        held = np.abs(data.steps["inventory"].to_numpy(dtype=np.float64)[tr])
+        if np.isfinite(held).any() and np.nanmax(held) > 0:  # the inventory cap the trader kept in training
+            execution.max_inventory = float(np.nanmax(held))
         notional = float(notional or meta.get("notional", 500.0))
         periods = {p: EnvData.build(data.steps.iloc[data.rows(p)], data.normalizer, book, execution,
                                     levels=data.levels, notional=notional) for p in ("train", "val", "test")}
@@ -181,6 +185,12 @@ class PPOAgent:
                     obs, _, done, _, _ = env.step(int(a))
             out.loc[ed.index] = acts
         return out
+
+
+def classes_at(agent: "PPOAgent", steps: pd.DataFrame, book: QuoteBook, times_ms: np.ndarray) -> np.ndarray:
+    """The agent's class ``(n,)`` at step starts ``times_ms`` (HOLD where it did not act)."""
+    cls = agent.classes(steps, book)
+    return cls.reindex(pd.to_datetime(np.asarray(times_ms), unit="ms", utc=True)).fillna(2).astype(np.int64).to_numpy()
 
 
 def load_agent(path: str | os.PathLike[str], device: str = "cpu") -> PPOAgent:

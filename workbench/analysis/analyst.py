@@ -137,8 +137,11 @@ class Analyst:
         sgn = 1 if signal == "BUY" else -1
         stop_d = self.stop_distance if stop_distance is None else stop_distance
         tp_d = self.tp_distance if take_profit_distance is None else take_profit_distance
-        stop = round(min(max(entry - sgn * stop_d, 0.01), 0.99), 2)
-        tp = round(min(max(entry + sgn * tp_d, 0.01), 0.99), 2)
+        # an Up share is worth 0 to 1 (its settlement values): a stop or target at 0.00 / 1.00 is a real level, and
+        # clipping them to the quotable 0.01-0.99 would put one on the entry itself for an entry at 0.01 or 0.99
+        # (a target that is no gain), which the verifier rightly rejects
+        stop = round(min(max(entry - sgn * stop_d, 0.0), 1.0), 2)
+        tp = round(min(max(entry + sgn * tp_d, 0.0), 1.0), 2)
         budget = self.v.max_risk_fraction * f.capital * conf
         size = float(max(1, math.floor(size_fraction * budget / max(abs(entry - stop), 0.01))))
         return TradeParams(signal, conf, size, round(entry, 2), stop, tp)

@@ -67,13 +67,15 @@ def draw_style(rng: np.random.Generator) -> dict[str, float]:
 
 
 def candidates_at(f: Facts, time_ms: int, analyst: Analyst, rng: np.random.Generator, twin_actions: dict[str, int] | None = None,
-                  mistake_sources: int = 2, decision_point: int | None = None, vary: bool = False) -> list[TradingDecision]:
+                  mistake_sources: int = 2, decision_point: int | None = None, vary: bool = False,
+                  agents: dict[str, int] | None = None) -> list[TradingDecision]:
     """All candidates at one decision point.
 
     * ``analyst``: the analyst's own decision, clean;
     * ``analyst:mistakes:<k>``: ``mistake_sources`` analyses with one or two random controlled mistakes;
     * the rule agents of :data:`RULES` (analysis written by the analyst for their signal);
-    * ``twin@<name>``: the twin's class at each target return (``twin_actions[name]``).
+    * ``twin@<name>``: the twin's class at each target return (``twin_actions[name]``);
+    * ``<name>``: any other agent's class (``agents[name]``, e.g. ``{"ppo": ...}``: notebook 08's PPO agent).
 
     With ``vary=True`` every candidate but the clean analyst also draws its own stop, take profit, size and
     holding time (:func:`draw_style`).
@@ -90,5 +92,8 @@ def candidates_at(f: Facts, time_ms: int, analyst: Analyst, rng: np.random.Gener
         out.append(make_decision(f, time_ms, name, analyst, signal=rule(f), decision_point=decision_point, style=style()))
     for name, cls in (twin_actions or {}).items():
         out.append(make_decision(f, time_ms, f"twin@{name}", analyst, signal=TWIN_TO_SIGNAL[int(cls)],
+                                 decision_point=decision_point, style=style()))
+    for name, cls in (agents or {}).items():
+        out.append(make_decision(f, time_ms, name, analyst, signal=TWIN_TO_SIGNAL[int(cls)],
                                  decision_point=decision_point, style=style()))
     return out

@@ -54,10 +54,11 @@ def decision_points(steps: pd.DataFrame, periods: pd.Series, every: int, book: A
 
 def candidates(points: pd.DataFrame, facts: Sequence[Facts], analyst: Analyst, twin_actions: dict[str, np.ndarray],
                seed: int = 0, mistake_sources: int = 2, subset: np.ndarray | None = None,
-               vary: bool = False) -> list[TradingDecision]:
+               vary: bool = False, agents: dict[str, np.ndarray] | None = None) -> list[TradingDecision]:
     """All candidate decisions at the chosen decision points (``subset`` of row numbers, default all).
 
-    ``twin_actions[name]`` holds the twin's class at each decision point (aligned with ``points``); ``vary``: see
+    ``twin_actions[name]`` holds the twin's class at each decision point (aligned with ``points``), ``agents[name]``
+    another agent's (e.g. notebook 08's PPO, source ``name``); ``vary``: see
     :func:`workbench.rlaif.candidates.candidates_at`.
     """
     rng = np.random.default_rng(seed)
@@ -65,7 +66,9 @@ def candidates(points: pd.DataFrame, facts: Sequence[Facts], analyst: Analyst, t
     out: list[TradingDecision] = []
     for i in idx:
         twin = {name: int(a[i]) for name, a in twin_actions.items()}
-        for d in candidates_at(facts[i], int(points["time"].iloc[i]), analyst, rng, twin, mistake_sources, int(i), vary):
+        other = {name: int(a[i]) for name, a in (agents or {}).items()}
+        for d in candidates_at(facts[i], int(points["time"].iloc[i]), analyst, rng, twin, mistake_sources, int(i), vary,
+                               other):
             d.metadata["period"] = points["period"].iloc[i]
             out.append(d)
     return out
