@@ -40,6 +40,7 @@ N_ENVS = 8  # environments in the vectorised environment
 EVALUATIONS = 10  # validation evaluations (checkpoint selection)
 LEARNING_RATE = 0.0003  # Adam learning rate of PPO
 ENT_COEF = 0.01  # entropy bonus
+MARKETS_PER_EPISODE = 1  # consecutive markets in one episode (1: an episode is one market)
 N_BOOT = 1000  # bootstrap replicates over markets
 SEED = 7  # seed of PPO, the environments and the bootstraps
 
@@ -85,7 +86,8 @@ print(f"environment vs replay, the trader's actions on 50 test markets: max |P&L
 # %%
 t0 = time.perf_counter()
 model, history = ppo.train_ppo(setup, P.models / "ppo_agent", total_timesteps=TOTAL_TIMESTEPS, n_envs=N_ENVS,
-                               evaluations=EVALUATIONS, seed=SEED, learning_rate=LEARNING_RATE, ent_coef=ENT_COEF)
+                               evaluations=EVALUATIONS, seed=SEED, learning_rate=LEARNING_RATE, ent_coef=ENT_COEF,
+                               markets_per_episode=MARKETS_PER_EPISODE)
 train_seconds = time.perf_counter() - t0
 display(history.round(3))
 print(f"{TOTAL_TIMESTEPS:,} steps in {train_seconds:.0f} s ({TOTAL_TIMESTEPS / train_seconds:,.0f} steps/s with "

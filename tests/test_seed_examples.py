@@ -435,6 +435,9 @@ def test_004_command_lines(design003, monkeypatch, capsys):
     ppo_rows = json.loads((design003 / "data" / "ppo_dataset" / "train_data.json").read_text())
     assert ppo_rows and all(r["signal"] == r["rl_signal"] for r in ppo_rows)
     assert "(ppo: models/ppo/ppo_agent.zip)" in capsys.readouterr().err
+    assert llm(["commentary", "--market-data", "data/processed_trader_data.parquet", "--rl-model",
+                "models/ppo/ppo_agent.zip", "--output-file", "ppo_commentary.txt"]) == 0
+    assert "The RL model's decision at" in (design003 / "ppo_commentary.txt").read_text()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -593,3 +596,52 @@ def test_001_production_loop_and_ab_test(tmp_path, monkeypatch):
     correlation = np.corrcoef(predictions, actuals)[0, 1]
     print(f"Reward model correlation: {correlation:.2f}")
     assert len(predictions) == 32 and np.isfinite(correlation)
+
+
+def test_001_multi_objective_and_online_examples(tmp_path):
+    from workbench.rlaif import OnlineRewardModelTrainer, train_reward_model
+
+    pref_gen = PreferenceGenerator(storage_path=tmp_path / "rlaif", min_preference_margin=0.0)
+    _history(pref_gen)
+    preferences_sorted_by_return = pref_gen.generate_preferences(comparison_metric="return")
+    preferences_sorted_by_sharpe = pref_gen.generate_preferences(comparison_metric="sharpe")
+
+    # Model 1: Maximize return
+    return_model = train_reward_model(
+        preferences_sorted_by_return
+    )
+
+    # Model 2: Minimize risk
+    risk_model = train_reward_model(
+        preferences_sorted_by_sharpe
+    )
+
+    # Combine at inference
+    def multi_objective_score(decision):
+        return_score = return_model.score(decision)
+        risk_score = risk_model.score(decision)
+
+        # Weighted combination
+        combined = 0.6 * return_score + 0.4 * risk_score
+        return combined
+
+    d = preferences_sorted_by_return[0].chosen
+    assert multi_objective_score(d) == pytest.approx(0.6 * return_model.score([d])[0] + 0.4 * risk_model.score([d])[0])
+
+    # Usage (the document's class is a sketch with undefined helpers; the workbench's has the same call)
+    reward_model, text_encoder = return_model.model, return_model.encoder
+    online_trainer = OnlineRewardModelTrainer(reward_model, text_encoder, learning_rate=1e-3)
+
+    def stream_preferences():
+        yield from preferences_sorted_by_return[:4]
+
+    # Update as new preferences arrive
+    toy = preferences_sorted_by_return[0]
+    flipped = type(toy)(toy.rejected, toy.chosen, toy.metric, toy.margin, toy.weight, toy.created_at)
+    before = online_trainer.margin(flipped)
+    for new_pref in stream_preferences():
+        loss = online_trainer.update(new_pref)
+        print(f"Updated model, loss: {loss:.4f}")
+    for _ in range(20):  # the opposite preference, repeatedly: its margin must grow
+        online_trainer.update(flipped)
+    assert online_trainer.margin(flipped) > before and online_trainer.steps == 24

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--evaluations", type=int, default=10, help="validation evaluations (checkpoint selection)")
     t.add_argument("--learning-rate", type=float, default=3e-4)
     t.add_argument("--ent-coef", type=float, default=0.01)
+    t.add_argument("--markets-per-episode", type=int, default=1, help="consecutive markets in one episode")
     e = sub.add_parser("evaluate", help="the test period against the baselines")
     _common(e)
     e.add_argument("--model", default=None, help="ppo_agent.zip (default: models/ppo_agent/ppo_agent.zip)")
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(a.output_dir) if a.output_dir else default_dir()
             _, hist = train_ppo(setup, out, total_timesteps=a.total_timesteps, n_envs=a.n_envs,
                                 evaluations=a.evaluations, seed=a.seed, learning_rate=a.learning_rate,
-                                ent_coef=a.ent_coef, device=a.device)
+                                ent_coef=a.ent_coef, device=a.device, markets_per_episode=a.markets_per_episode)
             print(hist.round(3).to_string(index=False))
             print(f"saved {out / 'ppo_agent.zip'} (best validation P&L {hist['val_pnl'].max():+.2f} USDC)")
             return 0

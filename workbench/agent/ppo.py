@@ -83,9 +83,11 @@ def market_pnl(model: Any, env_data: EnvData) -> np.ndarray:
 def train_ppo(setup: AgentSetup, out_dir: str | os.PathLike[str], *, total_timesteps: int = 200_000, n_envs: int = 8,
               evaluations: int = 10, seed: int = 0, learning_rate: float = 3e-4, n_steps: int = 128,
               batch_size: int = 256, n_epochs: int = 4, gamma: float = 0.99, ent_coef: float = 0.01,
-              net_arch: tuple[int, ...] = (64, 64), device: str = "cpu") -> tuple[Any, pd.DataFrame]:
+              net_arch: tuple[int, ...] = (64, 64), device: str = "cpu", markets_per_episode: int = 1
+              ) -> tuple[Any, pd.DataFrame]:
     """Train PPO on the training period for ``total_timesteps``, evaluating ``evaluations`` times on the whole
-    validation period; the best validation P&L's weights are kept (``<out_dir>/ppo_agent.zip``).
+    validation period; the best validation P&L's weights are kept (``<out_dir>/ppo_agent.zip``). An episode is
+    ``markets_per_episode`` consecutive markets (1: one market).
 
     Returns the best model and the history (timesteps, seconds, validation P&L in USDC and per market, and
     the share of validation steps it traded)."""
@@ -95,7 +97,7 @@ def train_ppo(setup: AgentSetup, out_dir: str | os.PathLike[str], *, total_times
     torch.manual_seed(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    venv = make_vec_env(setup.periods["train"], n_envs, seed)
+    venv = make_vec_env(setup.periods["train"], n_envs, seed, markets_per_episode)
     model = PPO("MlpPolicy", venv, learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size,
                 n_epochs=n_epochs, gamma=gamma, ent_coef=ent_coef, seed=seed, device=device, verbose=0,
                 policy_kwargs={"net_arch": list(net_arch)})
@@ -115,7 +117,8 @@ def train_ppo(setup: AgentSetup, out_dir: str | os.PathLike[str], *, total_times
     hist = pd.DataFrame(history)
     save_meta(setup, out, hist, {"total_timesteps": total_timesteps, "n_envs": n_envs, "seed": seed,
                                  "learning_rate": learning_rate, "n_steps": n_steps, "batch_size": batch_size,
-                                 "n_epochs": n_epochs, "gamma": gamma, "ent_coef": ent_coef, "net_arch": list(net_arch)})
+                                 "n_epochs": n_epochs, "gamma": gamma, "ent_coef": ent_coef, "net_arch": list(net_arch),
+                                 "markets_per_episode": markets_per_episode})
     return best_model, hist
 
 

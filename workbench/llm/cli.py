@@ -249,10 +249,19 @@ def _cmd_commentary(a: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{src}: no market data (a features, OHLCV or step table .parquet)")
     feats = pd.read_parquet(src)
     with_model = a.with_model or bool(a.llm_model)
+    decision = ""
+    if a.rl_model:  # the RL model's latest held-out decision, and the commentary of the minutes before it
+        a.num_samples = a.num_samples or 5
+        last = _rl_points(a, parts=("test",)).iloc[-1]
+        t = pd.Timestamp(int(last["time"]), unit="ms", tz="UTC")
+        a.at = a.at or t.isoformat()
+        decision = f" The RL model's decision at {t:%H:%M} UTC on {last['market']}: {last['rl_signal']}."
     model = tok = None
     if with_model:
         model, tok = _policy(a)
     c = write_commentary(feats, a.at, a.window_minutes, model, tok, _generation(a) if with_model else None)
+    if decision:
+        c.text = c.text.rstrip() + decision
     if a.output_file:
         from workbench import atomic
 

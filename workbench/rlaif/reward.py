@@ -440,8 +440,10 @@ class RewardModelTrainer(_Checkpointed):
         return self.history
 
     @torch.no_grad()
-    def score(self, decisions: Sequence[TradingDecision]) -> np.ndarray:
-        """Scores ``(n,)`` of decisions (higher is better)."""
+    def score(self, decisions: Sequence[TradingDecision] | TradingDecision) -> Any:
+        """Scores ``(n,)`` of decisions (higher is better); one decision gives one float."""
+        if not isinstance(decisions, (list, tuple)):
+            return float(self.score([decisions])[0])
         if not decisions:
             return np.zeros(0)
         self.model.eval()
