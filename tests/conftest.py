@@ -86,7 +86,9 @@ def s3(s3_server, monkeypatch):
     for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                  "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
-    name = f"bucket-{free_port()}"
+    import uuid
+
+    name = f"bucket-{uuid.uuid4().hex[:16]}"  # unique: a reused port number once handed a test the last one's bucket
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
     client.create_bucket(Bucket=name)
     return S3Settings(bucket=name, endpoint_url=s3_server, access_key="testing", secret_key="testing",

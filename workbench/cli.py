@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("llm", "the trading LLM: generate | train | infer | commentary | chat (design 004)"),
                        ("rlhf", "RLHF with process supervision: prepare | sft | train | evaluate | generate | "
                                 "debug-rewards | analyze-steps (design 000)")):
-        sub.add_parser(name, help=what, add_help=False)  # listed here; main() hands the arguments to its own parser
+        sub.add_parser(name, help=what, add_help=False,  # listed here; main() hands the arguments to its own parser
+                       description=f"Same as python -m workbench.{name}: {what}.")
     return p
 
 

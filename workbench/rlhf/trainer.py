@@ -147,6 +147,9 @@ class TradingAnalysis:
     def __contains__(self, key: object) -> bool:
         return key in self.keys()
 
+    def __iter__(self) -> Any:  # as a dict: the field names
+        return iter(self.keys())
+
     def keys(self) -> list[str]:
         return [f.name for f in dataclasses.fields(self)]
 
