@@ -66,18 +66,8 @@ def main() -> None:
     n_ref = min(len(ed.starts), a.steps)
     ref_steps = setup.data.steps.iloc[setup.data.rows("train")[:n_ref]]
 
-    class Fixed:
-        def reset(self, n: int) -> None:
-            pass
-
-        def act(self, i: int, x: np.ndarray) -> np.ndarray:
-            return np.array([acts[i % len(acts)]])
-
-        def observe(self, r: np.ndarray) -> None:
-            pass
-
     t0 = time.perf_counter()
-    backtest.replay(ref_steps, Fixed(), ["x"], book, setup.execution, setup.data.normalizer, notional=setup.notional,
+    backtest.replay(ref_steps, backtest.SequencePolicy(acts), ["x"], book, setup.execution, setup.data.normalizer, notional=setup.notional,
                     levels=setup.data.levels)
     ref = n_ref / (time.perf_counter() - t0)
 

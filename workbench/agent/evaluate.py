@@ -99,17 +99,7 @@ def replay_consistency(setup: Any, part: str = "test", max_markets: int = 50) ->
     stop = int(ed.segments[k - 1, 1])
     steps = d.steps.iloc[d.rows(part)[:stop]]
 
-    class _Fixed:
-        def reset(self, n: int) -> None:
-            pass
-
-        def act(self, i: int, x: np.ndarray) -> np.ndarray:
-            return np.array([acts[i]])
-
-        def observe(self, r: np.ndarray) -> None:
-            pass
-
-    r = backtest.replay(steps, _Fixed(), ["recorded"], setup.book, setup.execution, d.normalizer,
+    r = backtest.replay(steps, backtest.SequencePolicy(acts), ["recorded"], setup.book, setup.execution, d.normalizer,
                         notional=setup.notional, levels=d.levels)
     ref = steering.market_pnl(r.equity, r.slugs).iloc[:, 0].to_numpy()
     env = MarketEnv(ed)

@@ -36,19 +36,21 @@ class AgentSetup:
     meta: dict[str, Any]
 
     @classmethod
-    def build(cls, steps: pd.DataFrame, meta: dict[str, Any], book: QuoteBook, notional: float | None = None
-              ) -> "AgentSetup":
+    def build(cls, steps: pd.DataFrame, meta: dict[str, Any], book: QuoteBook, notional: float | None = None,
+              execution: ExecutionModel | None = None) -> "AgentSetup":
         """From a step table and notebook 04's ``twin.json`` (or the twin command's): the same split, features and
         training-period normaliser as the twin; order sizes are the trader's median per class in training and the
-        inventory cap is the largest inventory the trader held in training (Up-equivalent shares)."""
+        inventory cap is the largest inventory the trader held in training (Up-equivalent shares); a saved agent
+        passes its own ``execution``."""
         from workbench.twin import study
 
         data = study.from_meta(steps, meta)
         tr = data.masks["train"]
-        execution = ExecutionModel.fit(steps["flow"].to_numpy()[tr], data.actions[tr])
-        held = np.abs(data.steps["inventory"].to_numpy(dtype=np.float64)[tr])
-        if np.isfinite(held).any() and np.nanmax(held) > 0:  # the inventory cap the trader kept in training
-            execution.max_inventory = float(np.nanmax(held))
+        if execution is None:
+            execution = ExecutionModel.fit(steps["flow"].to_numpy()[tr], data.actions[tr])
+            held = np.abs(data.steps["inventory"].to_numpy(dtype=np.float64)[tr])
+            if np.isfinite(held).any() and np.nanmax(held) > 0:  # the inventory cap the trader kept in training
+                execution.max_inventory = float(np.nanmax(held))
         notional = float(notional or meta.get("notional", 500.0))
         periods = {p: EnvData.build(data.steps.iloc[data.rows(p)], data.normalizer, book, execution,
                                     levels=data.levels, notional=notional) for p in ("train", "val", "test")}
@@ -159,16 +161,10 @@ class PPOAgent:
     kind: str = "ppo"
 
     def setup(self, steps: pd.DataFrame, book: QuoteBook) -> AgentSetup:
-        from workbench.twin import study
-
-        data = study.from_meta(steps, self.meta)
         e = self.meta["execution"]
         execution = ExecutionModel({int(k): float(v) for k, v in e["sizes"].items()}, float(e["max_inventory"]),
                                    int(e["latency_ms"]))
-        periods = {p: EnvData.build(data.steps.iloc[data.rows(p)], data.normalizer, book, execution,
-                                    levels=data.levels, notional=float(self.meta["notional"]))
-                   for p in ("train", "val", "test")}
-        return AgentSetup(data, book, execution, float(self.meta["notional"]), periods, self.meta)
+        return AgentSetup.build(steps, self.meta, book, float(self.meta["notional"]), execution)
 
     def classes(self, steps: pd.DataFrame, book: QuoteBook) -> pd.Series:
         """The agent's class at every step of the split's periods (acting on its own position, market by

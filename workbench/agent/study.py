@@ -30,8 +30,7 @@ def load_inputs(steps_path: str | os.PathLike[str] | None = None, meta_path: str
             raise FileNotFoundError(f"missing {path} ({what}): run notebook 04 (04_trader_twin) first, or pass it")
     if not qp.exists():
         raise FileNotFoundError(f"missing {qp} (the quotes): run notebook 01 (01_ingestion) first, or pass --quotes")
-    events = ingest.WalletData.read(qp).events if (qp / "ingest.json").is_file() else ingest.load_wallet(qp).events
-    return pd.read_parquet(sp), json.loads(mp.read_text()), QuoteBook(events)
+    return pd.read_parquet(sp), json.loads(mp.read_text()), QuoteBook(ingest.read_or_load_events(qp))
 
 
 def baseline_policies(setup: Any, seed: int = 0, twin: bool = True) -> dict[str, Any]:

@@ -181,6 +181,15 @@ def load_wallet(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
 # ------------------------------------------------------------------------------------------------
 # Helpers for notebooks and reports
 # ------------------------------------------------------------------------------------------------
+def read_or_load_events(path: str | os.PathLike[str], progress: bool | None = None) -> pd.DataFrame:
+    """The events of ``path``: a completed ingestion folder (notebook 01's, with ``ingest.json``) is read, anything
+    else (a wallet folder, a ``merged_trades`` folder, files) is ingested."""
+    p = Path(path)
+    if (p / COMPLETION_RECORD).is_file():
+        return WalletData.read(p).events
+    return load_wallet(p, progress=progress).events
+
+
 def find_wallet_dir(merged_trades: str | os.PathLike[str], wallet: str = "") -> Path:
     """The folder of ``wallet`` under ``merged_trades``; with ``wallet=""``, the only folder there."""
     root = Path(merged_trades)

@@ -125,13 +125,9 @@ def load_market_data(path: str | os.PathLike[str] | None, quotes: str | os.PathL
         qsrc = Path(json.loads(manifest.read_text())["source"])
     else:
         qsrc = P.processed / "01_ingestion"
-    if (qsrc / "events.parquet").is_file():
-        events = ingest.WalletData.read(qsrc).events
-    elif qsrc.exists():
-        events = ingest.load_wallet(qsrc).events
-    else:
+    if not qsrc.exists():
         raise ValueError(f"{qsrc}: no quotes for the prompts (pass --quotes: notebook 01's tables or the wallet's files)")
-    return steps, QuoteBook(events)
+    return steps, QuoteBook(ingest.read_or_load_events(qsrc))
 
 
 def rl_decision_points(policy: RLPolicy, steps: pd.DataFrame, book: Any, num_samples: int | None = None,

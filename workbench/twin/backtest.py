@@ -231,6 +231,22 @@ def replay(steps: pd.DataFrame, policy: Policy, names: Sequence[str], book: Quot
     return BacktestResult(list(names), steps.index, equity, actions, pd.DataFrame(fills), notional, slugs)
 
 
+class SequencePolicy:
+    """A fixed sequence of class ids, one per step (e.g. the recorded trader's, played open loop)."""
+
+    def __init__(self, actions: Sequence[int] | np.ndarray) -> None:
+        self.actions = np.asarray(actions, dtype=np.int64)
+
+    def reset(self, n_agents: int) -> None:
+        self.n = n_agents
+
+    def act(self, step: int, states: np.ndarray) -> np.ndarray:
+        return np.full(len(states), self.actions[step % len(self.actions)])
+
+    def observe(self, rewards: np.ndarray) -> None:
+        pass
+
+
 class ConstantPolicy:
     """Always the same class (HOLD by default): the do-nothing baseline."""
 

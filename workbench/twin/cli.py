@@ -23,7 +23,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,7 +62,12 @@ def _cmd_train(a: argparse.Namespace) -> int:
                  rtg_scale=a.rtg_scale, features=a.features)
     data = study.prepare(steps, **split)
     out = Path(a.output_dir)
-    trainer, history = _train_on(data, out, a)
+    if a.device and str(a.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {a.device} but this machine has no CUDA GPU: pass --device cpu")
+    trainer, history = study.train_twin(data, out, d_model=a.d_model, n_layers=a.n_layers, n_heads=a.n_heads,
+                                        dropout=a.dropout, rtg_dropout=a.rtg_dropout, epochs=a.epochs,
+                                        patience=a.patience, batch_size=a.batch_size, learning_rate=a.learning_rate,
+                                        warmup_steps=a.warmup_steps, seed=a.seed, device=a.device)
     _, val_loader = study.loaders(data, a.batch_size, a.seed)
     val = trainer.validate(val_loader)
     meta = {"train_fraction": a.train_fraction, "val_fraction": a.val_fraction, "gap": a.gap, "window": a.window,
@@ -77,31 +82,6 @@ def _cmd_train(a: argparse.Namespace) -> int:
     print(f"Validation Loss: {val['loss']:.4f}")
     print(f"saved {out / 'best_model.pt'} (best epoch {trainer.best_epoch}) and {out / 'twin.json'}")
     return 0
-
-
-def _train_on(data: Any, out: Path, a: argparse.Namespace) -> Any:
-    """:func:`workbench.twin.study.train_twin` with the command's settings, on ``--device``."""
-    import torch
-
-    from workbench.data.simulate import ACTIONS
-    from workbench.twin import study
-    from workbench.twin.model import TraderDecisionTransformer
-    from workbench.twin.train import TraderTrainer
-
-    if str(a.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {a.device} but this machine has no CUDA GPU: pass --device cpu")
-    torch.manual_seed(a.seed)
-    train_loader, val_loader = study.loaders(data, a.batch_size, a.seed)
-    model = TraderDecisionTransformer(state_dim=data.states.shape[1], action_dim=len(ACTIONS), d_model=a.d_model,
-                                      n_layers=a.n_layers, n_heads=a.n_heads, dropout=a.dropout,
-                                      max_len=data.windows["train"]["mask"].shape[1], rtg_dropout=a.rtg_dropout)
-    trainer = TraderTrainer(model, device=a.device, learning_rate=a.learning_rate, warmup_steps=a.warmup_steps,
-                            seed=a.seed)
-    norm = {**data.normalizer.to_dict(), "features": list(data.features), "rtg_scale": data.rtg_scale,
-            "rtg_mode": data.rtg_mode}
-    history = trainer.fit(train_loader, val_loader, epochs=a.epochs, patience=a.patience, checkpoint_dir=out,
-                          normalization=norm)
-    return trainer, history
 
 
 def _cmd_infer(a: argparse.Namespace) -> int:

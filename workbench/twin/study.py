@@ -407,10 +407,12 @@ def loaders(data: TwinData, batch_size: int = 32, seed: int = 0) -> tuple[Any, A
 def train_twin(data: TwinData, checkpoint_dir: Any, *, d_model: int = 64, n_layers: int = 3, n_heads: int = 4,
                dropout: float = 0.1, rtg_dropout: float = 0.5, epochs: int = 30, patience: int = 6,
                batch_size: int = 32, learning_rate: float = 3e-4, warmup_steps: int = 50, select_on: str = "action_ce",
-               class_weights: np.ndarray | None = None, seed: int = 0) -> tuple[Any, pd.DataFrame]:
+               class_weights: np.ndarray | None = None, seed: int = 0, device: str | None = None
+               ) -> tuple[Any, pd.DataFrame]:
     """Build and train a :class:`~workbench.twin.TraderDecisionTransformer` on ``data``'s windows (seeded), with
     early stopping and the checkpoint (``checkpoint_dir/best_model.pt``, normalisation and RTG settings inside)
-    on ``select_on``. Returns the trainer (best weights loaded) and its history."""
+    on ``select_on``, on ``device`` (default: CUDA when available). Returns the trainer (best weights loaded) and
+    its history."""
     import torch
 
     from workbench.twin.model import TraderDecisionTransformer
@@ -422,7 +424,7 @@ def train_twin(data: TwinData, checkpoint_dir: Any, *, d_model: int = 64, n_laye
     model = TraderDecisionTransformer(state_dim=data.states.shape[1], action_dim=len(ACTIONS), d_model=d_model,
                                       n_layers=n_layers, n_heads=n_heads, dropout=dropout, max_len=window,
                                       rtg_dropout=rtg_dropout)
-    trainer = TraderTrainer(model, learning_rate=learning_rate, warmup_steps=warmup_steps, seed=seed,
+    trainer = TraderTrainer(model, device=device, learning_rate=learning_rate, warmup_steps=warmup_steps, seed=seed,
                             select_on=select_on, class_weights=class_weights)
     norm = {**data.normalizer.to_dict(), "features": list(data.features), "rtg_scale": data.rtg_scale,
             "rtg_mode": data.rtg_mode}
