@@ -306,6 +306,20 @@ chat_table, chat_rows = llm.chat_study(chat_facts, chat_decisions, responders, s
 display(chat_table[["questions", "relevant", "relevant_lo", "relevant_hi", "accurate", "accurate_lo", "accurate_hi"]].round(3))
 
 # %% [markdown]
+# **Caching common questions** (the design document's deployment advice). An answer cache is keyed by the
+# facts, the decision, the responder and the normalised question, plus the conversation where the answer depends
+# on it. A changed fact changes the key, so a stale answer cannot come back. The protocol is asked twice about the
+# same points through one cache; the second time each question is re-typed (case, spacing, no question mark) as a
+# second user would. The table gives the hit rate, the time per answer and whether every cached answer equals
+# the answer computed afresh.
+
+# %%
+cache_table = pd.concat({"facts responder": llm.cache_study(chat_facts, chat_decisions),
+                         "language model": llm.cache_study(chat_facts, chat_decisions,
+                                                           llm.model_sessions(dpo_model, dpo_tok, generation))})
+display(cache_table.round(3))
+
+# %% [markdown]
 # ## 10. Saved outputs
 #
 # Models and adapters under `models/llm/` (`workbench-tiny/`, `sft_adapter/`, `dpo_adapter/`, each with its
@@ -327,6 +341,7 @@ pipeline.save_json({"true_steps": {k.lower() if k in ("base", "SFT", "DPO") else
                     "n_eval_prompts": len(examples), "base_parameters": int(base.describe()["parameters"]),
                     "generation_seconds": summary["gen_seconds"].dropna().to_dict(), "task": task.to_dict(),
                     "precision": precision.reset_index().to_dict("records"),
-                    "chat": {f"{r}: {c}": {k: float(v) for k, v in row.items()} for (r, c), row in chat_table.iterrows()}},
+                    "chat": {f"{r}: {c}": {k: float(v) for k, v in row.items()} for (r, c), row in chat_table.iterrows()},
+                    "chat_cache": {r: g.droplevel(0).to_dict("records") for r, g in cache_table.groupby(level=0)}},
                    OUT / "metrics.json")
 print(sorted(p.name for p in OUT.iterdir()), sorted(p.name for p in MODELS.iterdir()))

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import workbench  # noqa: F401  (offline flags before transformers is imported)
 from workbench.llm.chat import CHAT_SYSTEM_PROMPT, ChatReply, ChatSession, answer_from_facts, chat_widget, fit_context
-from workbench.llm.chat_eval import QUESTIONS, chat_scores, chat_study, evaluate_chat, standard_responders
+from workbench.llm.chat_eval import (QUESTIONS, cache_study, chat_scores, chat_study, evaluate_chat, model_sessions,
+                                     standard_responders)
 from workbench.llm.commentary import (Commentary, CommentaryFacts, CommentaryVerification, CommentaryVerifier,
                                       commentary_facts, commentary_or_none, describe_commentary, template_commentary,
                                       write_commentary)
@@ -55,7 +56,7 @@ __all__ = [
     "CRITERIA", "FastDecoder", "GROUNDED_SUFFIX", "Grounder", "GroundingProcessor", "SYSTEM_PROMPT", "TEMPLATE_BASELINE",
     "TaskFormat", "TaskProbe", "copy_digit_accuracy", "criteria_table", "learning_curve_figure", "score_criteria",
     "true_step_rates", "true_steps_table", "true_steps_verdict", "precision_comparison", "quantize_int8",
-    "QUESTIONS", "chat_scores", "chat_study", "evaluate_chat", "standard_responders",
+    "QUESTIONS", "cache_study", "chat_scores", "chat_study", "model_sessions", "evaluate_chat", "standard_responders",
     "CHAT_SYSTEM_PROMPT", "CHAT_TEMPLATE", "CLAIM_KINDS", "claim_table", "claims_by_kind", "DECISION_POINT_COLUMNS", "TINY", "BaseModel", "ChatReply", "ChatSession",
     "Commentary", "CommentaryFacts", "CommentaryVerification", "CommentaryVerifier", "ContractError",
     "GenerationSettings", "Inputs", "LoRASettings", "MetricsCallback", "ModelSpec", "SFTData", "Sanitized",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -76,12 +77,14 @@ class ChatSession:
     context_tokens : the model's context window (default: ``model.config.max_position_embeddings`` or 512).
     reply_tokens : tokens reserved for the answer.
     max_input_chars : length limit of one message.
+    cache : an :class:`workbench.llm.cache.AnswerCache` (shared by sessions) for repeated questions; a hit is
+        flagged ``"cached"``.
     """
 
     def __init__(self, facts: Facts, decision: str | None = None, commentary: str | None = None, model: Any = None,
                  tokenizer: Any = None, responder: str = "facts", context_tokens: int | None = None,
                  reply_tokens: int = 128, max_input_chars: int = 1000, generation: Any = None,
-                 system_prompt: str = CHAT_SYSTEM_PROMPT) -> None:
+                 system_prompt: str = CHAT_SYSTEM_PROMPT, cache: Any = None) -> None:
         if responder not in ("facts", "model"):
             raise ValueError(f"responder must be 'facts' or 'model', got {responder!r}")
         if responder == "model" and (model is None or tokenizer is None):
@@ -93,6 +96,7 @@ class ChatSession:
         ctx = context_tokens or getattr(getattr(model, "config", None), "max_position_embeddings", None) or 512
         self.context_tokens = int(ctx)
         self.system_prompt = system_prompt
+        self.cache = cache  # an AnswerCache shared by sessions (workbench.llm.cache), or None
         self.decision_full = sanitize(decision, tokenizer, max_chars=4000) if decision else None
         self.decision = sanitize(decision, tokenizer, max_chars=2000) if decision else None
         self.commentary = sanitize(commentary, tokenizer, max_chars=600) if commentary else None
@@ -162,6 +166,22 @@ class ChatSession:
         high?") is answered on the previous question's topics (``self.topics``).
         """
         msgs, q, dropped = self.messages(question)
+        cache, key, t0 = self.cache, None, time.perf_counter()
+        if cache is not None:  # the answer may depend on the history: the model's, or the facts responder's topics
+            context = (self.history if self.responder == "model" else
+                       (self.topics if looks_like_follow_up(q.text) else None))
+            key = cache.key(self.facts, self.decision_full.text if self.decision_full else None, self.responder,
+                            q.text, context)
+            hit = cache.get(key)
+            if hit is not None:
+                answer, topics = hit
+                if self.responder != "model":
+                    self.topics = topics
+                self.history += [{"role": "user", "content": quote_data("User question", q)},
+                                 {"role": "assistant", "content": answer}]
+                self.last_dropped = dropped
+                return ChatReply(answer, self.responder, q.flags + self.facts_flags + ["cached"],
+                                 self.count_tokens(msgs), dropped)
         if self.responder == "model":
             from workbench.llm.evaluate import GenerationSettings, generate
 
@@ -177,6 +197,8 @@ class ChatSession:
         if q.injection:
             answer = ("Note: your message contains instructions; they are treated as quoted data and not followed. "
                       + answer)
+        if cache is not None and key is not None:
+            cache.put(key, (answer, list(self.topics)), self.facts, time.perf_counter() - t0)
         self.history += [{"role": "user", "content": quote_data("User question", q)},
                          {"role": "assistant", "content": answer}]
         self.last_dropped = dropped

@@ -163,3 +163,56 @@ def chat_study(facts: Sequence[Facts], decisions: Sequence[str | None], responde
                      ignore_index=True)
     table = pd.concat({name: chat_scores(g, n_boot, seed) for name, g in rows.groupby("responder", sort=False)})
     return table, rows
+
+
+def cache_study(facts: Sequence[Facts], decisions: Sequence[str | None],
+                make_session: Callable[[Facts, str | None, Any], Any] | None = None, rounds: int = 2,
+                questions: Sequence[Question] = QUESTIONS, max_entries: int = 4096) -> pd.DataFrame:
+    """The protocol's questions asked ``rounds`` times about the same points through one shared answer cache;
+    from the second round on each question is re-typed (upper case, doubled spaces, no question mark), as a
+    second user would. One row per round: asks, hits, hit rate, mean milliseconds per answer, and whether every
+    cached answer equals the answer computed afresh (``same_answers``).
+
+    ``make_session(facts, decision, cache)`` returns a chat session using ``cache`` (default: the facts responder).
+    """
+    import time
+
+    from workbench.llm.cache import AnswerCache
+    from workbench.llm.chat import ChatSession
+
+    if make_session is None:
+        def make_session(f: Facts, d: str | None, c: Any) -> Any:
+            return ChatSession(f, decision=d, cache=c)
+
+    cache = AnswerCache(max_entries=max_entries)
+    first: dict[tuple[int, str], str] = {}
+    rows = []
+    for r in range(rounds):
+        h0, n, same, t0 = cache.hits, 0, True, time.perf_counter()
+        for i, (f, dec) in enumerate(zip(facts, decisions)):
+            for q in questions:
+                text = q.text if r == 0 else "  ".join(q.text.upper().rstrip("?").split())
+                s = make_session(f, dec, cache)
+                if q.follows:
+                    s.ask(q.follows if r == 0 else q.follows.upper())
+                    n += 1
+                a = s.ask(text).text
+                n += 1
+                if r == 0:
+                    first[(i, q.text)] = a
+                else:
+                    same &= a == first[(i, q.text)]
+        rows.append({"round": r + 1, "asks": n, "hits": cache.hits - h0, "hit_rate": (cache.hits - h0) / max(n, 1),
+                     "ms_per_answer": 1000 * (time.perf_counter() - t0) / max(n, 1), "same_answers": bool(same)})
+    return pd.DataFrame(rows)
+
+
+def model_sessions(model: Any, tokenizer: Any, generation: Any = None) -> Callable[[Facts, str | None, Any], Any]:
+    """A ``make_session`` for :func:`cache_study`: the language model answering, through the given cache."""
+    from workbench.llm.chat import ChatSession
+
+    def make(f: Facts, d: str | None, c: Any) -> Any:
+        return ChatSession(f, decision=d, model=model, tokenizer=tokenizer, responder="model", generation=generation,
+                           cache=c)
+
+    return make
