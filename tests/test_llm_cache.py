@@ -42,3 +42,14 @@ def test_cache_study_on_the_chat_protocol():
     facts = synthetic_facts(3, 2)
     table = cache_study(facts, [None] * 3, lambda f, d, c: ChatSession(f, decision=d, cache=c))
     assert table["hit_rate"].iloc[0] == 0.0 and table["hit_rate"].iloc[1] == 1.0 and table["same_answers"].all()
+
+
+def test_the_model_responders_context_is_the_normalised_conversation():
+    f = synthetic_facts(1, 4)[0]
+    contexts = []
+    for q in ("What is the RSI?", "WHAT IS THE  RSI"):
+        s = ChatSession(f)
+        s.ask(q)
+        answers = [m["content"] for m in s.history if m["role"] == "assistant"]
+        contexts.append(list(zip(s.asked, answers)))
+    assert contexts[0] == contexts[1] and contexts[0][0][0] == "what is the rsi"

@@ -15,6 +15,7 @@ from workbench.analysis.analyst import _label_bb, _label_gap, _label_rsi, _label
 from workbench.analysis.facts import Facts
 from workbench.analysis.rlconfig import VerifierSettings
 from workbench.analysis.verifier import StepVerifier, split_steps
+from workbench.llm.cache import normalise_question
 from workbench.llm.guard import Sanitized, _lab, _n, cut_text, facts_block, quote_data, sanitize, validate_facts
 
 # kept short: every token of it is taken from a small model's window (512 tokens for the tiny default)
@@ -127,6 +128,7 @@ class ChatSession:
         self.history: list[dict[str, str]] = []
         self.last_dropped = 0
         self.topics: list[str] = []  # what the last question was about: follow-ups are answered on it
+        self.asked: list[str] = []  # the questions so far, normalised (the model responder's cache context)
 
     def _system_message(self) -> dict[str, str]:
         parts = [self.system_prompt, "Market facts: " + facts_block(self.facts)]
@@ -168,7 +170,8 @@ class ChatSession:
         msgs, q, dropped = self.messages(question)
         cache, key, t0 = self.cache, None, time.perf_counter()
         if cache is not None:  # the answer may depend on the history: the model's, or the facts responder's topics
-            context = (self.history if self.responder == "model" else
+            answers = [m["content"] for m in self.history if m["role"] == "assistant"]
+            context = (list(zip(self.asked, answers)) if self.responder == "model" else
                        (self.topics if looks_like_follow_up(q.text) else None))
             key = cache.key(self.facts, self.decision_full.text if self.decision_full else None, self.responder,
                             q.text, context)
@@ -179,6 +182,7 @@ class ChatSession:
                     self.topics = topics
                 self.history += [{"role": "user", "content": quote_data("User question", q)},
                                  {"role": "assistant", "content": answer}]
+                self.asked.append(normalise_question(q.text))
                 self.last_dropped = dropped
                 return ChatReply(answer, self.responder, q.flags + self.facts_flags + ["cached"],
                                  self.count_tokens(msgs), dropped)
@@ -201,6 +205,7 @@ class ChatSession:
             cache.put(key, (answer, list(self.topics)), self.facts, time.perf_counter() - t0)
         self.history += [{"role": "user", "content": quote_data("User question", q)},
                          {"role": "assistant", "content": answer}]
+        self.asked.append(normalise_question(q.text))
         self.last_dropped = dropped
         return ChatReply(answer, self.responder, q.flags + self.facts_flags, self.count_tokens(msgs), dropped)
 
