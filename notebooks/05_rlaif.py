@@ -52,6 +52,7 @@ EV_MARGIN = 0.01  # smallest expected-value difference of a pair of the expected
 N_PATHS = 400  # Monte Carlo paths per decision point of the realised-label ceiling
 N_BOOT = 2000  # bootstrap replicates of the intervals (decision points resampled)
 SEED = 7  # seed of candidates, training and bootstraps
+FRONTIER_WEIGHTS = [0.0, 0.25, 0.5, 0.75, 1.0]  # weights on the return model in the two-objective picker
 PPO_AGENT = ""  # notebook 08's ppo_agent.zip to add as a candidate agent ("ppo"); empty: none (08 runs after 05)
 
 # %%
@@ -67,7 +68,7 @@ from workbench.analysis import rlconfig
 from workbench.data import ingest, simulate
 from workbench.rlaif import (OutcomeTracker, PreferenceGenerator, ProcessRewardModel, ProcessRewardTrainer,
                              ReplayPriceSource, RewardModelTrainer, RLAIFFineTuner, aggregate_steps,
-                             create_reward_model, figures, study)
+                             create_reward_model, figures, study, train_reward_model)
 from workbench.rlaif import truth as rlaif_truth
 from workbench.rlaif import yardsticks
 from workbench.rlaif.store import PreferencePair
@@ -291,6 +292,27 @@ print(f"best-of-n with the outcome reward model vs the clean analyst, mean EV pe
 plots.save(figures.pickers(comparison), "05_pickers");
 
 # %% [markdown]
+# **Two objectives** (the design document's multi-objective reward models). A second reward model is trained the
+# same way on pairs made by the **Sharpe ratio** of the realised path (the risk objective), beside the outcome
+# model trained on the risk-adjusted return. The picker scores `w x return model + (1 - w) x risk model`, both
+# standardised, and takes the best of n at each test decision point. Each weight gives a point: the mean realised
+# return and the mean maximum drawdown per share of its picks, with intervals over decision points. The frontier is
+# measured, not asserted: if it is flat, the two models pick alike.
+
+# %%
+sharpe_parts = study.split_pairs(pg.generate_preferences("sharpe", min_samples=10, ids={d.id for d in decisions},
+                                                         store=False))
+risk_model = train_reward_model(sharpe_parts["train"], sharpe_parts["val"], epochs=RM_EPOCHS, batch_size=RM_BATCH_SIZE,
+                                learning_rate=RM_LEARNING_RATE, text_encoder=encoder, seed=SEED)
+risk_score = dict(zip([d.id for d in decisions], risk_model.score(decisions)))
+frontier = yardsticks.objective_frontier(groups, orm_score, risk_score, outs, FRONTIER_WEIGHTS, ev, n_boot=N_BOOT,
+                                         seed=SEED)
+print(f"{len(sharpe_parts['train']):,} Sharpe training pairs; the risk model's test pair accuracy on them: "
+      f"{yardsticks.pair_accuracy_ci(risk_score, sharpe_parts['test'], n_boot=N_BOOT, seed=SEED)['acc']:.3f}")
+display(frontier.round(4))
+plots.save(figures.frontier_figure(frontier), "05_objective_frontier");
+
+# %% [markdown]
 # ## 7. Calibration of the stated confidence
 #
 # Does a stated confidence of 0.8 mean the trade makes money 80% of the time? Reliability curves, expected
@@ -378,6 +400,7 @@ metrics_out = {
     "pickers": {n: r[["mean_ev", "ev_ci", "mean_return", "return_ci", "trade_share"]].to_dict()
                 for n, r in comparison.iterrows()},
     "reward_model_vs_analyst_ev": d_orm,
+    "objective_frontier": frontier.to_dict("records"),
     "ab_per_share": ab.to_dict(orient="index"),
     "monitoring": mon["state"].value_counts().to_dict(),
     "versions": {"outcome": f"rm-realised-{METRIC}-{len(parts['train'])}", "ev": f"rm-ev-reference-{len(as_pairs['train'])}",

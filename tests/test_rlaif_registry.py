@@ -77,3 +77,24 @@ def test_promotion_refusal_rollback_and_pruning(tmp_path, encoder):
     assert sorted(p.name for p in (tmp_path / "rm").glob("*.pt")) == sorted(f"{v}.pt" for v in kept)
     again = RewardModelRegistry(tmp_path / "rm")  # the state survives a restart
     assert again.current == v_bad and again.versions() == kept and again.state["log"][-1]["event"] == "rollback"
+
+
+def test_objective_frontier_moves_with_the_weight():
+    from workbench.rlaif.store import Outcome
+    from workbench.rlaif.yardsticks import objective_frontier
+
+    groups, outs, r_score, k_score = {}, {}, {}, {}
+    for k in range(4):
+        bold = TradingDecision(time=k, symbol=f"m{k}", action="BUY", size=10, confidence=0.7, features={}, analysis="a",
+                               source="bold")
+        calm = TradingDecision(time=k, symbol=f"m{k}", action="BUY", size=10, confidence=0.6, features={}, analysis="b",
+                               source="calm")
+        groups[k] = [bold, calm]
+        outs[bold.id] = Outcome(bold.id, k, 0.5, 0.10, 1.0, 0.5, -0.08, "time", 5)
+        outs[calm.id] = Outcome(calm.id, k, 0.5, 0.03, 0.3, 1.2, -0.01, "time", 5)
+        r_score.update({bold.id: 1.0, calm.id: 0.0})  # the return model prefers the bold trade
+        k_score.update({bold.id: 0.0, calm.id: 1.0})  # the risk model prefers the calm one
+    t = objective_frontier(groups, r_score, k_score, outs, [0.0, 1.0], n_boot=100)
+    assert t.loc[0, "return"] == pytest.approx(0.03) and t.loc[0, "drawdown"] == pytest.approx(0.01)
+    assert t.loc[1, "return"] == pytest.approx(0.10) and t.loc[1, "drawdown"] == pytest.approx(0.08)
+    assert (t["trades"] == 1.0).all() and t.loc[1, "return_lo"] <= 0.10 <= t.loc[1, "return_hi"]

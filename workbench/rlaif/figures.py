@@ -74,3 +74,20 @@ def monitor_figure(table: pd.DataFrame, retrain: float = 0.3, fine: float = 0.5,
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def frontier_figure(table: pd.DataFrame, title: str = "Return against drawdown over the weight on the return model"
+                    ) -> plt.Figure:
+    """The picks' mean realised return against mean drawdown per share for each weight, with 95 % intervals
+    (``table`` from :func:`workbench.rlaif.yardsticks.objective_frontier`)."""
+    fig, ax = plt.subplots(figsize=fit_width(6.5, 4))
+    x, y = table["drawdown"].to_numpy(), table["return"].to_numpy()
+    ax.errorbar(x, y, xerr=[x - table["drawdown_lo"], table["drawdown_hi"] - x],
+                yerr=[y - table["return_lo"], table["return_hi"] - y], fmt="o-", color=NEUTRAL, ecolor="#bbbbbb",
+                capsize=2)
+    for xi, yi, w in zip(x, y, table["weight_on_return"]):
+        ax.annotate(f"w={w:.2f}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set(xlabel="mean max drawdown per share of the pick", ylabel="mean realised return per share", title=title)
+    fig.tight_layout()
+    return fig

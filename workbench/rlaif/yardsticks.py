@@ -179,3 +179,39 @@ def monitor_within_points(groups: dict[int, list[TradingDecision]], scores: dict
     state = np.where(r > fine, "fine", np.where(r < retrain, "retrain", "watch"))
     return pd.DataFrame({"time": pd.to_datetime([groups[k][0].time for k in keys], unit="ms", utc=True),
                          "spearman": r.to_numpy(), "state": np.where(r.isna(), "warming up", state)})
+
+
+def _z(score: dict[str, float]) -> dict[str, float]:
+    v = np.array(list(score.values()), dtype=np.float64)
+    mu, sd = float(np.nanmean(v)), float(np.nanstd(v)) or 1.0
+    return {k: (s - mu) / sd for k, s in score.items()}
+
+
+def objective_frontier(groups: dict[int, list[TradingDecision]], return_score: dict[str, float],
+                       risk_score: dict[str, float], outcomes: dict[str, Any], weights: Sequence[float],
+                       ev: dict[str, float] | None = None, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Design document 001's multi-objective reward: ``w * z(return model) + (1 - w) * z(risk model)`` (scores
+    standardised over the decisions) picks best-of-n at each decision point, for each weight ``w``. Per weight: the
+    picks' mean realised return per share, mean maximum drawdown per share and (with ``ev``) mean expected value,
+    each with a bootstrap interval over decision points, and the share of picks that trade: the frontier of return
+    against drawdown that the weights trace, measured rather than asserted."""
+    zr, zk = _z(return_score), _z(risk_score)
+    keys = sorted(groups)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(keys), size=(n_boot, len(keys)))
+    rows = []
+    for w in weights:
+        combined = {i: float(w) * zr[i] + (1 - float(w)) * zk[i] for i in zr}
+        chosen = pick(groups, combined, seed)
+        ret = np.array([outcomes[chosen[k].id].ret if chosen[k].id in outcomes else np.nan for k in keys])
+        dd = np.array([abs(outcomes[chosen[k].id].max_drawdown) if chosen[k].id in outcomes else np.nan for k in keys])
+        row = {"weight_on_return": float(w), "points": len(keys),
+               "trades": float(np.mean([chosen[k].action != "HOLD" for k in keys]))}
+        cols = [("return", ret), ("drawdown", dd)]
+        if ev is not None:
+            cols.append(("ev", np.array([ev.get(chosen[k].id, np.nan) for k in keys])))
+        for name, x in cols:
+            boot = np.nanmean(x[idx], axis=1)
+            row[name], (row[f"{name}_lo"], row[f"{name}_hi"]) = float(np.nanmean(x)), np.quantile(boot, [0.025, 0.975])
+        rows.append(row)
+    return pd.DataFrame(rows)
