@@ -97,8 +97,10 @@ print(f"{TOTAL_TIMESTEPS:,} steps in {train_seconds:.0f} s ({TOTAL_TIMESTEPS / t
 # ## 3. The test period: PPO against the baselines
 #
 # Every policy trades in the same replay on the test markets: PPO (greedy), always HOLD, behaviour cloning
-# (logistic regression on the same state, greedy), the twin at its default target (greedy, with notebook 04's
-# decision rule) and the recorded trader (its own P&L). Per policy: the return on the notional, the P&L per
+# (logistic regression on the same state, greedy), gradient boosting on the state and a short history (LightGBM,
+# greedy: the strongest cheap baseline), the twin at its default target (greedy, with notebook 04's decision rule)
+# and the recorded trader (its own P&L, with the information the files do not show: the reference above what
+# any policy on these inputs can be expected to reach). Per policy: the return on the notional, the P&L per
 # market, the Sharpe ratio per market and the win rate over traded markets, each with its interval. Then
 # PPO minus each baseline, market by market, with the smallest difference this test period can detect.
 

@@ -140,8 +140,8 @@ def test_agent_command_line(inputs, tmp_path, capsys):
     assert workbench_main(["agent", "evaluate", *common, "--model", str(tmp_path / "ppo" / "ppo_agent.zip"),
                            "--n-boot", "50", "--output-file", str(tmp_path / "m.csv")]) == 0
     out = capsys.readouterr().out
-    assert "always HOLD" in out and "BC logistic" in out and "the trader (recorded)" in out
-    assert pd.read_csv(tmp_path / "m.csv", index_col=0).shape[0] == 4
+    assert "always HOLD" in out and "BC logistic" in out and "gradient boosting" in out and "the trader (recorded)" in out
+    assert pd.read_csv(tmp_path / "m.csv", index_col=0).shape[0] == 5  # PPO, HOLD, BC, gradient boosting, trader
     assert workbench_main(["agent", "evaluate", "--steps", str(tmp_path / "nothing.parquet")]) == 2
     assert "error:" in capsys.readouterr().err
 

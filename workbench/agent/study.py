@@ -33,15 +33,19 @@ def load_inputs(steps_path: str | os.PathLike[str] | None = None, meta_path: str
     return pd.read_parquet(sp), json.loads(mp.read_text()), QuoteBook(ingest.read_or_load_events(qp))
 
 
-def baseline_policies(setup: Any, seed: int = 0, twin: bool = True) -> dict[str, Any]:
-    """Always HOLD, behaviour cloning (logistic regression on the same state, greedy) and, when ``twin.json`` names
-    a checkpoint that exists, the twin at its default target (greedy, its decision rule when saved)."""
+def baseline_policies(setup: Any, seed: int = 0, twin: bool = True, gbm: bool = True) -> dict[str, Any]:
+    """Always HOLD, behaviour cloning (logistic regression on the same state, greedy), gradient boosting on the
+    state and a short history (LightGBM, greedy: the strongest cheap baseline, ``gbm=True``) and, when
+    ``twin.json`` names a checkpoint that exists, the twin at its default target (greedy, its decision rule when
+    saved). Every classifier is fitted on the training period only."""
     from workbench.twin import baselines
     from workbench.twin.backtest import ConstantPolicy
 
-    fits = baselines.fit_baselines(setup.data, seed=seed, gbm=False)
+    fits = baselines.fit_baselines(setup.data, seed=seed, gbm=gbm)
     out: dict[str, Any] = {"always HOLD": ConstantPolicy(),
                            "BC logistic": baselines.ProbabilityPolicy(fits["BC logistic"], sample=False)}
+    if "gradient boosting" in fits:
+        out["gradient boosting"] = baselines.ProbabilityPolicy(fits["gradient boosting"], sample=False)
     ckpt = setup.meta.get("checkpoint")
     if twin and ckpt and Path(ckpt).is_file():
         from workbench.twin import TraderInference
