@@ -67,19 +67,27 @@ def make_vec_env(env_data: EnvData, n_envs: int = 8, seed: int = 0, markets_per_
     return venv
 
 
-def market_pnl(model: Any, env_data: EnvData) -> np.ndarray:
-    """P&L per market (USDC) of a policy acting greedily (``deterministic=True``) on every market of a period."""
+def greedy_episodes(model: Any, env_data: EnvData) -> tuple[np.ndarray, np.ndarray]:
+    """A policy acting greedily (``deterministic=True``) on every market of a period, each from a flat position:
+    ``(P&L per market in USDC (n_markets,), class id at every step of the period (n_steps,))``."""
     env = MarketEnv(env_data)
-    out = np.zeros(env_data.n_markets)
+    pnl = np.zeros(env_data.n_markets)
+    acts = np.full(len(env_data.starts), 2, dtype=np.int64)
     for m in range(env_data.n_markets):
         obs, _ = env.reset(options={"market": m})
-        done, pnl = False, 0.0
+        done = False
         while not done:
+            i = env.i
             a, _ = model.predict(obs, deterministic=True)
+            acts[i] = int(a)
             obs, _, done, _, info = env.step(int(a))
-            pnl = info["pnl"]
-        out[m] = pnl
-    return out
+            pnl[m] = info["pnl"]
+    return pnl, acts
+
+
+def market_pnl(model: Any, env_data: EnvData) -> np.ndarray:
+    """P&L per market (USDC) of a policy acting greedily on every market of a period."""
+    return greedy_episodes(model, env_data)[0]
 
 
 def train_ppo(setup: AgentSetup, out_dir: str | os.PathLike[str], *, total_timesteps: int = 200_000, n_envs: int = 8,
@@ -172,17 +180,7 @@ class PPOAgent:
         setup = self.setup(steps, book)
         out = pd.Series(ACTION_NAMES.index("HOLD"), index=setup.data.steps.index, dtype=np.int64)
         for ed in setup.periods.values():
-            env = MarketEnv(ed)
-            acts = np.full(len(ed.starts), 2, dtype=np.int64)
-            for m in range(ed.n_markets):
-                obs, _ = env.reset(options={"market": m})
-                done = False
-                while not done:
-                    i = env.i
-                    a, _ = self.model.predict(obs, deterministic=True)
-                    acts[i] = int(a)
-                    obs, _, done, _, _ = env.step(int(a))
-            out.loc[ed.index] = acts
+            out.loc[ed.index] = greedy_episodes(self.model, ed)[1]
         return out
 
 

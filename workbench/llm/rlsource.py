@@ -56,9 +56,10 @@ class RLPolicy:
         from workbench.twin import study
 
         if self.kind == "ppo":
-            cls = self.inference.classes(data.steps, book)
-            t = pd.to_datetime(np.asarray(times_ms), unit="ms", utc=True)
-            return np.array([TWIN_TO_SIGNAL[int(c)] for c in cls.reindex(t).fillna(2)], dtype=object)
+            from workbench.agent.ppo import classes_at
+
+            cls = classes_at(self.inference, data.steps, book, times_ms)
+            return np.array([TWIN_TO_SIGNAL[int(c)] for c in cls], dtype=object)
 
         rule = (self.meta["decision_rule"]["prior"], self.meta["decision_rule"]["exponent"]) \
             if "decision_rule" in self.meta else None

@@ -50,6 +50,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="decision points written by `prepare` (default: notebook 05's)")
 
 
+def _scoring(p: argparse.ArgumentParser, *, required: bool, samples: int, model_help: str, output_help: str) -> None:
+    """The arguments of the commands that write and score a policy's analyses (evaluate, debug-rewards)."""
+    p.add_argument("--model-path", "--model_path", dest="model_path", required=required, default=None, help=model_help)
+    p.add_argument("--samples", type=int, default=samples, help="test-period prompts")
+    p.add_argument("--output-file", default=None, help=output_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m workbench.rlhf", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,12 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output-dir", default=None, help="default: models/rlhf/<scheme>")
     e = sub.add_parser("evaluate", help="score a policy (and the SFT model) on test-period prompts")
     _common(e)
-    e.add_argument("--model-path", "--model_path", dest="model_path", required=True,
-                   help="a policy folder (models/rlhf/<scheme>) or an SFT folder")
-    e.add_argument("--samples", type=int, default=64, help="test-period prompts")
+    _scoring(e, required=True, samples=64, model_help="a policy folder (models/rlhf/<scheme>) or an SFT folder",
+             output_help="write the scored analyses here (.parquet or .csv)")
     e.add_argument("--n-boot", type=int, default=1000)
     e.add_argument("--no-sft", action="store_true", help="do not evaluate the SFT model alongside")
-    e.add_argument("--output-file", default=None, help="write the scored analyses here (.parquet or .csv)")
     g = sub.add_parser("generate", help="one analysis for a market given as JSON")
     _common(g)
     g.add_argument("--market", required=True, help='JSON, e.g. \'{"symbol": "BTC", "close": 43250, "rsi": 62.5}\'')
@@ -90,10 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     sf.add_argument("--output-dir", default=None, help="default: models/llm (where `train` looks)")
     d = sub.add_parser("debug-rewards", help="every reward component of a policy's analyses (design 000's debug_rewards)")
     _common(d)
-    d.add_argument("--model-path", "--model_path", dest="model_path", default=None,
-                   help="a policy folder (default: the trained policy, else the SFT model)")
-    d.add_argument("--samples", type=int, default=32, help="test-period prompts")
-    d.add_argument("--output-file", default=None, help="write the per-analysis table here (.csv or .parquet)")
+    _scoring(d, required=False, samples=32, model_help="a policy folder (default: the trained policy, else the SFT model)",
+             output_help="write the per-analysis table here (.csv or .parquet)")
     s2 = sub.add_parser("analyze-steps", help="step-by-step verification of analyses (design 000's analyze_steps)")
     _common(s2)
     s2.add_argument("--worst", type=int, default=5, help="lowest-scored steps to list")
