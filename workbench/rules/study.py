@@ -1,0 +1,163 @@
+"""Notebook 09's studies: the card of a wallet, its recovery over simulation seeds and traders, the real wallets."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from workbench.rules import card as C
+from workbench.rules import search, terms
+
+
+def wallet_terms(data01: Any, steps: pd.DataFrame, actions: np.ndarray, strong: float, train_rows: np.ndarray, *,
+                 sigma_noise: float = 0.17, quote_noise: float | None = None, n_draws: int = 64, seed: int = 0
+                 ) -> tuple[terms.PolicyData, np.ndarray, dict[str, float]]:
+    """The card's terms for every step of one wallet, and the positions of the training markets.
+
+    The volatility's scale and the quote noise are fitted on the training rows only. Returns
+    ``(data, training market positions, {"sigma_scale", "quote_noise"})``.
+    """
+    from workbench.data import ingest
+    from workbench.features import indicators as F
+
+    ohlcv = F.ohlcv(ingest.rebar(data01, "1min"))
+    end = steps.index[train_rows[-1]]
+    _, scale = terms.volatility(ohlcv.loc[:end])
+    sigma, _ = terms.volatility(ohlcv, scale=scale)
+    if quote_noise is None:
+        tr = terms.policy_data(steps.iloc[train_rows], actions[train_rows], strong=strong, sigma=sigma,
+                               sigma_noise=sigma_noise, n_draws=n_draws, seed=seed)
+        quote_noise = tr.quote_noise
+    d = terms.policy_data(steps, actions, strong=strong, sigma=sigma, sigma_noise=sigma_noise,
+                          quote_noise=quote_noise, n_draws=n_draws, seed=seed)
+    train_slugs = set(steps["slug"].to_numpy()[train_rows])
+    markets = np.flatnonzero([s in train_slugs for s in d.slugs])
+    return d, markets, {"sigma_scale": scale, "quote_noise": float(quote_noise)}
+
+
+def simulated_card(cfg: Any, *, candidates: tuple[str, ...] = tuple(terms.CANDIDATES), n_draws: int = 32,
+                   quote_noise: float = 5.0, sigma_noise: float = 0.17, work: Path | None = None,
+                   fit_kw: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Simulate ``cfg``, ingest its files, fit the card on the whole period and compare it with the hidden policy
+    (evaluation only: the fit never reads the truth). Returns the card table (with ``true``, ``covered``) and
+    run facts (markets, seconds)."""
+    from workbench.data import ingest, simulate
+    from workbench.features import indicators as F
+    from workbench.twin import steps as S
+
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="rulecard-", dir=work))
+    try:
+        res = simulate.simulate(cfg, tmp)
+        data = ingest.load_wallet(res.wallet_dir, progress=False)
+        bars1 = ingest.rebar(data, "1min")
+        ohlcv = F.ohlcv(bars1)
+        feat = F.price_features(ohlcv, 0.4, ffd_threshold=1e-3, vol_window=60, rsi_window=14, bb_window=20,
+                                volume_window=240)
+        steps = S.build_steps(data.events, data.positions, ingest.rebar(data, "1min", "5s"), feat, notional=5000.0)
+        flow = steps["flow"].to_numpy()
+        th = S.fit_action_thresholds(flow)
+        sigma, _ = terms.volatility(ohlcv)
+        d = terms.policy_data(steps, S.classify_flow(flow, th), strong=th.strong, sigma=sigma,
+                              sigma_noise=sigma_noise, quote_noise=quote_noise, n_draws=n_draws)
+        fit = search.fit_card(d, candidates=candidates, **(fit_kw or {}))
+        tab = C.table(fit, truth_values=C.truth(cfg.trader))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tab, {"markets": d.n_markets, "seconds": time.perf_counter() - t0, "dropped": sorted(fit.fit.spec.dropped)}
+
+
+def recovery(configs: dict[str, Any], **kw: Any) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """:func:`simulated_card` for each named configuration. Returns the long table (run, parameter, estimate,
+    lo, hi, true, covered) and the coverage per parameter (share of runs whose interval holds the truth; a
+    parameter the card dropped counts as covered only when its true value is the null), and run facts."""
+    rows, facts = [], []
+    for name, cfg in configs.items():
+        tab, info = simulated_card(cfg, **kw)
+        t = tab.reset_index()[["parameter", "estimate", "lo", "hi", "true", "covered"]].assign(run=name)
+        truth = C.truth(cfg.trader)
+        for g in info["dropped"]:  # a dropped term is an estimate of 0 (or 1 for the damp, 100 % participation)
+            pname = {"exit": "exit_push", "late": "late_damp", "activity": "participation_logit",
+                     "conviction": "size_conviction"}.get(g, g if g in C.ROWS else f"cand_{g}")
+            null = {"late_damp": 1.0, "participation_logit": 1.0}.get(pname, 0.0)
+            t = pd.concat([t, pd.DataFrame([{"parameter": pname, "estimate": null, "lo": null, "hi": null,
+                                             "true": truth.get(pname, math.nan), "run": name,
+                                             "covered": bool(abs(truth.get(pname, math.nan) - null) < 1e-12)}])])
+        rows.append(t)
+        facts.append({"run": name, **info})
+    long = pd.concat(rows, ignore_index=True)
+    cov = long.groupby("parameter").agg(runs=("covered", "size"), coverage=("covered", "mean"),
+                                        mean_estimate=("estimate", "mean"), mean_true=("true", "mean"))
+    return long, cov, pd.DataFrame(facts).set_index("run")
+
+
+def population(base: Any, n: int, seed: int = 0) -> dict[str, Any]:
+    """``n`` simulated traders with hidden parameters drawn around ``base``'s (one in three ignores momentum,
+    so model choice must drop a term); each with its own simulation seed."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        tp = replace(base.trader, beta_edge=float(rng.uniform(0.3, 0.8)),
+                     beta_momentum=0.0 if i % 3 == 2 else float(rng.uniform(0.2, 0.6)),
+                     beta_inventory=float(rng.uniform(1.0, 3.0)), exit_push=float(rng.uniform(1.5, 3.5)),
+                     take_profit=float(np.round(rng.uniform(0.06, 0.20), 3)),
+                     stop_loss=float(np.round(rng.uniform(0.08, 0.25), 3)), late_damp=float(rng.uniform(0.2, 0.7)),
+                     participation=float(rng.uniform(0.6, 0.95)))
+        out[f"trader {i + 1}"] = replace(base, seed=int(base.seed) + 1000 + i, trader=tp)
+    return out
+
+
+def real_wallet_card(trades: pd.DataFrame, wallet: str, step_s: int = 10) -> dict[str, Any]:
+    """A multinomial logit (statsmodels ``MNLogit``) of a real wallet's 10-second steps in 15-minute markets:
+    nothing / buy Up / buy Down, on the wallet's own last fill price (the Up-equivalent, cents from 50), its
+    share imbalance (Up - Down shares, per 100) and the minutes left. These exports hold no quotes and no BTC
+    bars, so mispricing and momentum cannot be formed; each term's likelihood-ratio test says whether it is
+    kept. Returns the coefficient table, the tests, and the sample (markets, fills, hours)."""
+    import statsmodels.api as sm
+    from scipy.stats import chi2
+
+    t = trades[(trades["wallet"] == wallet) & trades["slug"].str.contains("-15m-")].sort_values("t")
+    rows = []
+    for slug, g in t.groupby("slug", sort=True):
+        start, end = int(g["market_start"].iloc[0]), int(g["market_end"].iloc[0])
+        gt = g["t"].to_numpy()
+        up = np.where(g["outcome"] == "Up", g["size"], 0.0).cumsum()
+        dn = np.where(g["outcome"] == "Down", g["size"], 0.0).cumsum()
+        mark = g["up_equiv_price"].to_numpy()
+        for s in range(start, end, step_s * 1000):
+            j = np.searchsorted(gt, s, side="left") - 1
+            inside = (gt >= s) & (gt < s + step_s * 1000)
+            qty = g["up_equiv_qty"].to_numpy()[inside].sum()
+            rows.append({"slug": slug, "y": 0 if not inside.any() else (1 if qty > 0 else 2),
+                         "price_c": (mark[j] if j >= 0 else 0.5) * 100 - 50,
+                         "imbalance": ((up[j] - dn[j]) if j >= 0 else 0.0) / 100, "minutes_left": (end - s) / 60000})
+    df = pd.DataFrame(rows)
+    sample = {"wallet": wallet, "markets": int(df["slug"].nunique()) if len(df) else 0, "steps": len(df),
+              "fills": int(len(t)), "hours": float(len(df) * step_s / 3600)}
+    names = ["price_c", "imbalance", "minutes_left"]
+    if len(df) < 50 or df["y"].nunique() < 3:
+        return {"sample": sample, "table": pd.DataFrame(), "tests": pd.DataFrame(), "note": "too few steps"}
+    X = sm.add_constant(df[names])
+    full = sm.MNLogit(df["y"], X).fit(disp=0, maxiter=200)
+    tests = []
+    for n in names:
+        r = sm.MNLogit(df["y"], X.drop(columns=n)).fit(disp=0, maxiter=200)
+        lr = 2 * (full.llf - r.llf)
+        tests.append({"term": n, "LR": lr, "df": 2, "p": float(chi2.sf(lr, 2))})
+    ci = full.conf_int()
+    tab = []
+    for j, outcome in enumerate(["buy Up", "buy Down"]):
+        for n in ["const"] + names:
+            tab.append({"outcome": outcome, "term": n, "coef": float(full.params.iloc[:, j][n]),
+                        "lo": float(ci.loc[(str(j + 1), n), "lower"]), "hi": float(ci.loc[(str(j + 1), n), "upper"])})
+    return {"sample": sample, "table": pd.DataFrame(tab), "tests": pd.DataFrame(tests),
+            "shares": df["y"].value_counts(normalize=True).sort_index().rename({0: "none", 1: "buy Up", 2: "buy Down"})}
