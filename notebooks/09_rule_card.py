@@ -36,9 +36,9 @@
 # rule as the twin and the baselines. The simulator's truth is read only to check the recovery.
 
 # %% tags=["parameters"]
-N_DRAWS = 32  # quasi-random draws of the unseen seconds per step
-QUOTE_NOISE = 5.0  # cents: the quote's noise around the fair value in the draws' weights
-QUOTE_NOISE_GRID = [3.0, 5.0, 8.0]  # profile of the quote noise (weakly identified: shown, not chosen by it)
+N_DRAWS = 48  # quasi-random draws of the unseen seconds per step
+QUOTE_NOISE = None  # cents: the quote model (None: fitted by maximum likelihood of the quotes, training period)
+QUOTE_NOISE_GRID = [1.0, 2.0, 4.0]  # cents: other quote noises, to show how the price terms depend on it
 SIGMA_NOISE = 0.17  # sd of log(true / estimated volatility) in the draws
 ALPHA = 0.01  # level of the likelihood-ratio tests of model choice
 N_BOOT = 30  # bootstrap refits over markets (training period)
@@ -77,7 +77,8 @@ d, train_markets, fitted = study.wallet_terms(data01, data.steps, data.actions, 
                                               sigma_noise=SIGMA_NOISE, quote_noise=QUOTE_NOISE, n_draws=N_DRAWS, seed=SEED)
 d_train = d.subset(train_markets)
 print(f"{d.n_markets} markets, {d_train.n_markets} in the training period; {d.n_unusable} steps without terms "
-      f"(volatility warm-up); volatility scale {fitted['sigma_scale']:.3f}; inventory cap seen: {d.cap:.0f} shares")
+      f"(volatility warm-up); volatility scale {fitted['sigma_scale']:.3f}; inventory cap seen: {d.cap:.0f} shares; "
+      f"quote model: lag {fitted['quote_lag']:.0f} s, noise {fitted['quote_noise']:.2f} cents")
 
 # %% [markdown]
 # ## 1. The card on the training period
@@ -96,18 +97,20 @@ plots.save(card.effects_figure(tab), "09_effects")
 plots.save(card.profiles_figure(fit), "09_profiles");
 
 # %% [markdown]
-# ## 2. The quote noise: how well do the files identify the mispricing?
+# ## 2. The quote model: how much do the price terms depend on it?
 #
-# The trader acts on a mispricing the files show only through a noisy fair value. How much of the quote's distance
-# from our fair value is the trader's edge, and how much is our ignorance, is set by `QUOTE_NOISE`; the profile
-# below refits the card's continuous part for several values. If the log-likelihood barely moves while the edge
-# coefficient does, the data cannot pin the edge down and its interval is conditional on that choice.
+# The trader acts on a mispricing the files show only through a noisy fair value. The quotes are evidence about
+# the unseen price: the market maker is modelled as quoting the fair value of the price a few seconds before each
+# quote's time stamp, plus noise; the lag and the noise are fitted by maximum likelihood of the quotes (training
+# period, no action involved). Below, the card's continuous part is refitted with other quote noises: where the
+# edge coefficient moves with it, its interval is conditional on the quote model.
 
 # %%
-qn = []
+qn = [{"quote noise (cents)": fitted["quote_noise"], "loglik": fit.fit.loglik, **{k: fit.fit.params[k] for k in ("edge", "momentum", "exit_push")}}]
 for q in QUOTE_NOISE_GRID:
     dq, mq, _ = study.wallet_terms(data01, data.steps, data.actions, data.thresholds.strong, data.rows("train"),
-                                   sigma_noise=SIGMA_NOISE, quote_noise=q, n_draws=N_DRAWS, seed=SEED)
+                                   sigma_noise=SIGMA_NOISE, quote_noise=q, quote_lag=fitted["quote_lag"],
+                                   n_draws=N_DRAWS, seed=SEED)
     fq = rules_model.fit(dq.subset(mq), fit.change_points, fit.fit.spec, start=fit.fit.params)
     qn.append({"quote noise (cents)": q, "loglik": fq.loglik, **{k: fq.params[k] for k in ("edge", "momentum", "exit_push")}})
 display(pd.DataFrame(qn).round(3))

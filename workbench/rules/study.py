@@ -17,33 +17,34 @@ from workbench.rules import search, terms
 
 
 def wallet_terms(data01: Any, steps: pd.DataFrame, actions: np.ndarray, strong: float, train_rows: np.ndarray, *,
-                 sigma_noise: float = 0.17, quote_noise: float | None = None, n_draws: int = 64, seed: int = 0
-                 ) -> tuple[terms.PolicyData, np.ndarray, dict[str, float]]:
+                 sigma_noise: float = 0.17, quote_noise: float | None = None, quote_lag: float = 0.0,
+                 n_draws: int = 64, seed: int = 0) -> tuple[terms.PolicyData, np.ndarray, dict[str, float]]:
     """The card's terms for every step of one wallet, and the positions of the training markets.
 
     The volatility's scale and the quote noise are fitted on the training rows only. Returns
-    ``(data, training market positions, {"sigma_scale", "quote_noise"})``.
+    ``(data, training market positions, {"sigma_scale", "quote_noise", "quote_lag"})``.
     """
     from workbench.data import ingest
     from workbench.features import indicators as F
 
     ohlcv = F.ohlcv(ingest.rebar(data01, "1min"))
+    steps = terms.with_quote_age(steps, data01.events)
     end = steps.index[train_rows[-1]]
     _, scale = terms.volatility(ohlcv.loc[:end])
     sigma, _ = terms.volatility(ohlcv, scale=scale)
-    if quote_noise is None:
+    if quote_noise is None:  # the market maker's quote model, fitted on the training steps
         tr = terms.policy_data(steps.iloc[train_rows], actions[train_rows], strong=strong, sigma=sigma,
                                sigma_noise=sigma_noise, n_draws=n_draws, seed=seed)
-        quote_noise = tr.quote_noise
+        quote_noise, quote_lag = tr.quote_noise, tr.quote_lag
     d = terms.policy_data(steps, actions, strong=strong, sigma=sigma, sigma_noise=sigma_noise,
-                          quote_noise=quote_noise, n_draws=n_draws, seed=seed)
+                          quote_noise=quote_noise, quote_lag=quote_lag, n_draws=n_draws, seed=seed)
     train_slugs = set(steps["slug"].to_numpy()[train_rows])
     markets = np.flatnonzero([s in train_slugs for s in d.slugs])
-    return d, markets, {"sigma_scale": scale, "quote_noise": float(quote_noise)}
+    return d, markets, {"sigma_scale": scale, "quote_noise": float(quote_noise), "quote_lag": float(quote_lag)}
 
 
 def simulated_card(cfg: Any, *, candidates: tuple[str, ...] = tuple(terms.CANDIDATES), n_draws: int = 32,
-                   quote_noise: float = 5.0, sigma_noise: float = 0.17, work: Path | None = None,
+                   quote_noise: float | None = None, sigma_noise: float = 0.17, work: Path | None = None,
                    fit_kw: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Simulate ``cfg``, ingest its files, fit the card on the whole period and compare it with the hidden policy
     (evaluation only: the fit never reads the truth). Returns the card table (with ``true``, ``covered``) and
@@ -62,6 +63,7 @@ def simulated_card(cfg: Any, *, candidates: tuple[str, ...] = tuple(terms.CANDID
         feat = F.price_features(ohlcv, 0.4, ffd_threshold=1e-3, vol_window=60, rsi_window=14, bb_window=20,
                                 volume_window=240)
         steps = S.build_steps(data.events, data.positions, ingest.rebar(data, "1min", "5s"), feat, notional=5000.0)
+        steps = terms.with_quote_age(steps, data.events)
         flow = steps["flow"].to_numpy()
         th = S.fit_action_thresholds(flow)
         sigma, _ = terms.volatility(ohlcv)

@@ -73,6 +73,7 @@ class PolicyData:
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # (M, K) candidate terms, scaled
     cap: float = float("inf")  # the inventory cap the trader never exceeds (inf: none seen)
     quote_noise: float = 0.0  # cents, the weights' quote noise
+    quote_lag: float = 0.0  # seconds, the market maker's pricing lag behind its quote time
     strong: float = float("inf")  # the size (shares) that separates STRONG_* from plain classes
 
     @property
@@ -90,7 +91,7 @@ class PolicyData:
         return PolicyData(self.slugs[m], self.index[m], self.ok[m], self.seconds_left[m], self.direction[m],
                           self.size[m], self.observed_class[m], self.inventory[m], self.upnl[m], self.edge[m],
                           self.momentum[m], self.weights[m], {k: v[m] for k, v in self.extras.items()}, self.cap, self.strong,
-                          self.quote_noise)
+                          self.quote_noise, self.quote_lag)
 
     def exit_term(self, take_profit: float, stop_loss: float) -> np.ndarray:
         """``(M, K)`` the exit trigger ``-sign(inventory)`` where the P&L per share reached a level, else 0."""
@@ -100,9 +101,10 @@ class PolicyData:
 
 
 def unseen_draws(n_draws: int, seed: int = 0) -> np.ndarray:
-    """``(n_draws, 4)`` standard normal quasi-random draws (scrambled Sobol), fixed by ``seed``."""
+    """``(n_draws, 6)`` standard normal quasi-random draws (scrambled Sobol), fixed by ``seed``: the price now,
+    the open's second, the price 60 s back, the volatility, the previous and the current quote's price."""
     m = max(1, int(math.ceil(math.log2(max(n_draws, 1)))))
-    u = qmc.Sobol(d=4, scramble=True, seed=seed).random_base2(m)[:n_draws]
+    u = qmc.Sobol(d=6, scramble=True, seed=seed).random_base2(m)[:n_draws]
     return ndtri(np.clip(u, 1e-10, 1 - 1e-10))
 
 
@@ -125,8 +127,139 @@ def volatility(ohlcv: pd.DataFrame, halflife: float = 5.0, scale: float | None =
     return np.sqrt(ew * scale / 60.0).rename("sigma"), float(scale)
 
 
+def with_quote_age(steps: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """``steps`` with ``quote_age_s``: seconds since the quote in force at each step's start was published
+    (the last ``price_change`` of the step's market strictly before the start; NaN when none)."""
+    q = events[events["type"] == "price_change"]
+    out = steps.copy()
+    st = steps.index.as_unit("ms").asi8
+    age = np.full(len(steps), np.nan)
+    slug = steps["slug"].to_numpy(dtype=object)
+    for sl, g in q.groupby("slug", sort=False):
+        rows = np.flatnonzero(slug == sl)
+        if len(rows):
+            t = np.sort(g["t"].to_numpy(np.int64))
+            j = np.searchsorted(t, st[rows], side="left") - 1
+            age[rows] = np.where(j >= 0, (st[rows] - t[np.maximum(j, 0)]) / 1000.0, np.nan)
+    out["quote_age_s"] = age
+    return out
+
+
+def _norm_logpdf(x: np.ndarray, m: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return -0.5 * (x - m) ** 2 / v - 0.5 * np.log(2 * math.pi * v)
+
+
+class _UnseenPath:
+    """Draws of the BTC log price at the seconds the files do not show, conditioned on the bar closes.
+
+    Times are seconds before the decision: ``c1`` (the last close) is 6 s before, ``c0`` 66 s before; between
+    them the path is a Brownian bridge, after ``c1`` a random walk (exact Gaussian conditionals throughout).
+
+    With a quote model (``anchor`` = seconds before the decision that the quote in force was priced at, i.e. its
+    age plus the market maker's lag; ``noise`` in cents), the price at the anchor is drawn first from a
+    Gaussian proposal centred between its prior and the price the quote implies (the quote inverted through the
+    fair-value formula, linearised), then ``now`` and ``back`` given it; :attr:`logw` holds the importance
+    weights (prior x quote likelihood / proposal), so that weighted draws follow the posterior given the quote.
+    Without it, ``now`` and ``back`` are drawn from their prior and the weights are equal.
+    """
+
+    def __init__(self, c0: np.ndarray, c1: np.ndarray, open_: np.ndarray, sg: np.ndarray, z: np.ndarray,
+                 left: np.ndarray, anchor: np.ndarray | None = None, mid: np.ndarray | None = None,
+                 noise: float = 0.0) -> None:
+        self.c0, self.c1, self.sg, self.z, self.left = c0[..., None], c1[..., None], sg, z, left[..., None]
+        c0, c1, L = self.c0, self.c1, self.left
+        first = (np.arange(c1.shape[1]) == 0)[None, :, None]
+        # step 0 (5 s after the open): the last close is the one before the open, so now - open spans 5 s only
+        self.p_open = p_open = np.where(first, c1 + sg * z[:, 1], open_[..., None] + sg * z[:, 1])
+        back_prior = c0 + 0.1 * (c1 - c0) + sg * math.sqrt(6.0 * 54.0 / 60.0) * z[:, 2]
+        now_prior = np.where(first, p_open + sg * math.sqrt(5.0) * z[:, 0], c1 + sg * math.sqrt(6.0) * z[:, 0])
+        self.logw = np.zeros(sg.shape)
+        if anchor is None or mid is None or noise <= 0:
+            self.now, self.back = now_prior, back_prior
+        else:
+            a = anchor[..., None] * np.ones_like(sg)
+            have = np.isfinite(a) & np.isfinite(mid)[..., None]
+            a = np.where(have, a, 0.0)
+            after_open = first & (a <= 5.0)
+            m = np.where(after_open, p_open, np.where(a <= 6, c1, np.where(a <= 66, c1 + (a - 6) / 60 * (c0 - c1), c0)))
+            v = sg ** 2 * np.where(after_open, 5.0 - a, np.where(a <= 6, 6.0 - a,
+                                   np.where(a <= 66, (a - 6) * (66 - a) / 60, a - 66)))
+            v = np.maximum(v, sg ** 2 * 1e-3)
+            scale = sg * np.sqrt(L + a)
+            u = np.clip(np.nan_to_num(mid, nan=0.5), 0.005, 0.995)[..., None]
+            zq = ndtri(u)
+            x_star = p_open + scale * zq
+            vm = ((noise / 100.0) / np.exp(-0.5 * zq * zq - 0.5 * math.log(2 * math.pi)) * scale) ** 2
+            vp = 1.0 / (1.0 / v + 1.0 / vm)
+            mp = vp * (m / v + x_star / vm)
+            sd = 1.5 * np.sqrt(vp)  # a wider proposal keeps the weights bounded
+            pa = mp + sd * z[:, 5]
+            fair_a = ndtr((pa - p_open) / scale)
+            lik = _norm_logpdf(100.0 * fair_a, 100.0 * u, np.full_like(u, noise ** 2))
+            self.logw = np.where(have, _norm_logpdf(pa, m, v) + lik - _norm_logpdf(pa, mp, sd ** 2), 0.0)
+            now_a = np.where(a <= 6, pa + sg * np.sqrt(a) * z[:, 0], now_prior)
+            self.now = np.where(have, now_a, now_prior)
+            b_mid = pa + (60 - a) / np.maximum(66 - a, 1e-9) * (c0 - pa) + sg * np.sqrt(
+                np.maximum((60 - a) * 6 / np.maximum(66 - a, 1e-9), 0)) * z[:, 2]
+            b_late = c1 + 54 / np.maximum(a - 6, 1e-9) * (pa - c1) + sg * np.sqrt(
+                np.maximum(54 * (a - 60) / np.maximum(a - 6, 1e-9), 0)) * z[:, 2]
+            back_a = np.where((a > 6) & (a <= 60), b_mid, np.where((a > 60) & (a <= 66), b_late, back_prior))
+            self.back = np.where(have, back_a, back_prior)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.fair_now = ndtr((self.now - p_open) / (sg * np.sqrt(L)))
+
+    def at(self, before: np.ndarray, zz: np.ndarray) -> np.ndarray:
+        """The log price ``before`` seconds before the decision (``(M, K)``), given now, back and the closes."""
+        a = np.maximum(np.nan_to_num(before, nan=0.0), 0.0)[..., None]
+        sg, c0, c1, now, back = self.sg, self.c0, self.c1, self.now, self.back
+        u = np.clip((6.0 - a) / 6.0, 0, 1)  # between c1 (6 s) and now (0 s)
+        late = c1 + u * (now - c1) + sg * np.sqrt(np.maximum(a * (6.0 - a), 0) / 6.0) * zz
+        v = np.clip((a - 6.0) / 54.0, 0, 1)  # between c1 (6 s) and back (60 s)
+        mid = c1 + v * (back - c1) + sg * np.sqrt(np.maximum((a - 6.0) * (60.0 - a), 0) / 54.0) * zz
+        w = np.clip((a - 60.0) / 6.0, 0, 1)  # between back (60 s) and c0 (66 s)
+        early = back + w * (c0 - back) + sg * np.sqrt(np.maximum((a - 60.0) * (66.0 - a), 0) / 6.0) * zz
+        before_c0 = c0 + sg * np.sqrt(np.maximum(a - 66.0, 0)) * zz
+        return np.where(a <= 6, late, np.where(a <= 60, mid, np.where(a <= 66, early, before_c0)))
+
+    def prev_loglik(self, prev_mid: np.ndarray, prev_age: np.ndarray, lag: float, noise: float) -> np.ndarray:
+        """``(M, K, R)`` log density (cents) of the previous step's quote on each draw (0 where there is none)."""
+        before = prev_age + 60.0 + lag
+        p = self.at(before, self.z[:, 4])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fair = ndtr((p - self.p_open) / (self.sg * np.sqrt(self.left + before[..., None])))
+            r = (100.0 * fair - 100.0 * prev_mid[..., None]) / noise
+        use = np.isfinite(r) & np.isfinite(before)[..., None]
+        return np.where(use, -0.5 * r * r - math.log(noise) - 0.5 * math.log(2 * math.pi), 0.0)
+
+
+def _path(c0: np.ndarray, c1: np.ndarray, open_: np.ndarray, sg: np.ndarray, z: np.ndarray, left: np.ndarray,
+          mid: np.ndarray, age: np.ndarray, prev_mid: np.ndarray, prev_age: np.ndarray, lag: float, noise: float
+          ) -> tuple[_UnseenPath, np.ndarray]:
+    """The draws under a quote model and their log weights (both quotes)."""
+    path = _UnseenPath(c0, c1, open_, sg, z, left, age + lag, mid, noise)
+    return path, path.logw + (path.prev_loglik(prev_mid, prev_age, lag, noise) if noise > 0 else 0.0)
+
+
+def fit_quote_model(args: tuple[np.ndarray, ...], lags: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0),
+                    noises: tuple[float, ...] = (0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)) -> tuple[float, float]:
+    """The quote model ``(lag s, noise cents)`` maximising the quotes' marginal likelihood (the mean importance
+    weight of the draws, summed in logs over steps): a measurement model of the market maker, estimated from
+    the files alone. ``args`` are :func:`_path`'s arrays before ``lag``."""
+    best, best_ll = (0.0, 1.0), -np.inf
+    for lag in lags:
+        for noise in noises:
+            _, lw = _path(*args, lag, noise)
+            top = lw.max(-1)
+            ok = np.isfinite(top)
+            val = float((top[ok] + np.log(np.exp(lw[ok] - top[ok][:, None]).mean(-1))).sum())
+            if val > best_ll:
+                best, best_ll = (float(lag), float(noise)), val
+    return best
+
+
 def policy_data(steps: pd.DataFrame, actions: np.ndarray, *, strong: float, sigma: pd.Series | None = None,
-                sigma_noise: float = 0.0, quote_noise: float | None = None, n_draws: int = 64, seed: int = 0,
+                sigma_noise: float = 0.0, quote_noise: float | None = None, quote_lag: float = 0.0,
+                n_draws: int = 64, seed: int = 0,
                 candidates: tuple[str, ...] = tuple(CANDIDATES)) -> PolicyData:
     """Terms per (market, step) from :func:`workbench.twin.steps.build_steps`'s table.
 
@@ -143,9 +276,12 @@ def policy_data(steps: pd.DataFrame, actions: np.ndarray, *, strong: float, sigm
         :func:`volatility` (per sqrt(second), by bar close); default the table's Yang-Zhang ``yz_vol``.
     sigma_noise : float
         Standard deviation of ``log(true / estimated volatility)`` scattered over the draws.
-    quote_noise : float, optional
-        Standard deviation (cents) of the quote around the fair value, for the draws' weights; default the
-        moment estimate on these steps (``0``: unweighted draws).
+    quote_noise, quote_lag : float
+        The quote model (cents of noise around the fair value of the price ``quote_lag`` seconds before the
+        quote's time stamp) for the draws' weights; ``quote_noise=None`` fits both by maximum likelihood of
+        the quotes on these steps (:func:`fit_quote_model`); ``0``: unweighted draws. The step table may
+        carry ``quote_age_s`` (seconds since the quote in force was published); without it quotes count as
+        fresh.
     n_draws, seed
         Draws of the unseen seconds (see the module docstring).
     """
@@ -184,34 +320,22 @@ def policy_data(steps: pd.DataFrame, actions: np.ndarray, *, strong: float, sigm
     open_ = np.log(grid(s["btc_open"].to_numpy()))
     mid = grid(s["up_mid"].to_numpy())
     flow = grid(s["flow"].to_numpy(), 0.0)
-    z = unseen_draws(n_draws, seed)  # (R, 4): 6 s after the last close, the open's second, the bridge, the volatility
+    z = unseen_draws(n_draws, seed)
     sg = sigma[..., None] * np.exp(sigma_noise * z[:, 3] - 0.5 * sigma_noise ** 2)
-    first = (np.arange(K_STEPS) == 0)[None, :, None]
-    # step 0 (5 s after the open): the last close is the one before the open, so now - open spans 5 s only
-    now = np.where(first, c1[..., None] + sg * (z[:, 1] + math.sqrt(5.0) * z[:, 0]), c1[..., None] + sg * math.sqrt(6.0) * z[:, 0])
-    p_open = np.where(first, c1[..., None] + sg * z[:, 1], open_[..., None] + sg * z[:, 1])
-    back = c0[..., None] + 0.1 * (c1 - c0)[..., None] + sg * math.sqrt(6.0 * 54.0 / 60.0) * z[:, 2]
+    age = grid(s["quote_age_s"].to_numpy()) if "quote_age_s" in s else np.zeros((M, K_STEPS))
+    prev_age = np.concatenate([np.full((M, 1), np.nan), age[:, :-1]], axis=1)
+    prev_mid = grid(s["up_mid"].to_numpy() - s["quote_change"].to_numpy())
+    args = (c0, c1, open_, sg, z, left_g, mid, age, prev_mid, prev_age)
+    if quote_noise is None:
+        quote_lag, quote_noise = fit_quote_model(args)
+    path, lw = _path(*args, quote_lag, quote_noise)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fair = ndtr((now - p_open) / (sg * np.sqrt(left_g[..., None])))
-        edge = 100.0 * (fair - mid[..., None])
-        momentum = (now - back) / (sg * math.sqrt(60.0))
-    ok_draws = np.isfinite(edge).all(-1)
-    if quote_noise is None:  # Var(mid - E fair) = Var(edge) + E Var_draws(fair): the edge's own spread
-        e_mean, e_var = edge.mean(-1)[ok_draws], edge.var(-1)[ok_draws]
-        quote_noise = float(math.sqrt(max(e_mean.var() - e_var.mean(), 0.25))) if ok_draws.any() else 1.0
-    if quote_noise > 0:
-        lw = np.where(ok_draws[..., None], -0.5 * (np.nan_to_num(edge) / quote_noise) ** 2, 0.0)
-        # the previous step's quote is evidence about the price 60 s back (momentum's other end)
-        prev_mid = grid(s["up_mid"].to_numpy() - s["quote_change"].to_numpy())
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fair_back = ndtr((back - p_open) / (sg * np.sqrt(left_g[..., None] + 60.0)))
-            e_back = 100.0 * (fair_back - prev_mid[..., None])
-        use = (np.arange(K_STEPS) > 0)[None, :, None] & np.isfinite(e_back)
-        lw = lw + np.where(use, -0.5 * (np.nan_to_num(e_back) / quote_noise) ** 2, 0.0)
-        w = np.exp(lw - lw.max(-1, keepdims=True))
-        weights = w / w.sum(-1, keepdims=True)
-    else:
-        weights = np.full(edge.shape, 1.0 / edge.shape[-1])
+        edge = 100.0 * (path.fair_now - mid[..., None])
+        momentum = (path.now - path.back) / (sg * math.sqrt(60.0))
+    lw = np.where(np.isfinite(lw), lw, -np.inf)
+    top = lw.max(-1, keepdims=True)
+    w = np.where(np.isfinite(top), np.exp(lw - np.where(np.isfinite(top), top, 0.0)), 1.0)
+    weights = w / w.sum(-1, keepdims=True)
     extras = {}
     for name in candidates:
         col, centre, scale, _ = CANDIDATES[name]
@@ -234,4 +358,4 @@ def policy_data(steps: pd.DataFrame, actions: np.ndarray, *, strong: float, sigm
                       size=np.abs(np.where(traded, flow, 0.0)), observed_class=act, inventory=inv, upnl=upnl,
                       edge=np.nan_to_num(edge), momentum=np.nan_to_num(momentum), weights=weights,
                       extras={n: np.nan_to_num(v) for n, v in extras.items()}, cap=cap, strong=float(strong),
-                      quote_noise=float(quote_noise))
+                      quote_noise=float(quote_noise), quote_lag=float(quote_lag))
