@@ -172,6 +172,14 @@ print(f"parameters covered in >= 90 % of seeds: {int((rec_cov['coverage'] >= 0.9
       f"below: {missed if missed else 'none'}")
 
 # %% [markdown]
+# **Inverse RL as a peer: not run.** The `imitation` library's AIRL / maximum-entropy IRL would be the natural
+# peer on notebook 08's gymnasium environment, but its only release (1.0.1) pins `gymnasium~=0.29` and
+# `stable-baselines3~=2.2.1`, while the workbench runs gymnasium 1.x and stable-baselines3 2.9 (notebook 08); the
+# two cannot be installed together, and a hand-written AIRL would be exactly the kind of copy of a library the
+# project avoids. The structural card above *is* an inverse model of the trader's decision rule (a random-utility
+# policy whose score is the trader's reward-to-act), estimated by maximum likelihood rather than adversarially.
+
+# %% [markdown]
 # ## 5. The real wallets
 #
 # The real Data-API exports hold fills only — no quotes, no BTC bars — and the wallets only buy, so mispricing,

@@ -113,7 +113,7 @@ def test_jupytext_and_precommit_are_configured():
 
 
 # the chain's stages in order; a module may import only from its own stage, an earlier one or the shared modules
-STAGES = ["data", "features", "labels", "twin", "agent", "analysis", "rlaif", "llm", "rlhf"]
+STAGES = ["data", "features", "labels", "twin", "agent", "rules", "analysis", "rlaif", "llm", "rlhf"]
 SHARED = {"config", "atomic", "metrics", "plots"}
 
 

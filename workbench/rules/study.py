@@ -146,8 +146,11 @@ def real_wallet_card(trades: pd.DataFrame, wallet: str, step_s: int = 10) -> dic
     sample = {"wallet": wallet, "markets": int(df["slug"].nunique()) if len(df) else 0, "steps": len(df),
               "fills": int(len(t)), "hours": float(len(df) * step_s / 3600)}
     names = ["price_c", "imbalance", "minutes_left"]
-    if len(df) < 50 or df["y"].nunique() < 3:
-        return {"sample": sample, "table": pd.DataFrame(), "tests": pd.DataFrame(), "note": "too few steps"}
+    counts = df["y"].value_counts() if len(df) else pd.Series(dtype=int)
+    n_up, n_down = int(counts.get(1, 0)), int(counts.get(2, 0))
+    if min(n_up, n_down) < 10:  # about ten events per outcome and term is the least a logit needs
+        return {"sample": sample, "table": pd.DataFrame(), "tests": pd.DataFrame(),
+                "note": f"too few buys to fit ({n_up} Up, {n_down} Down steps)"}
     X = sm.add_constant(df[names])
     full = sm.MNLogit(df["y"], X).fit(disp=0, maxiter=200)
     tests = []

@@ -33,7 +33,7 @@ Nothing here reads the simulator's truth.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -88,10 +88,9 @@ class PolicyData:
     def subset(self, markets: np.ndarray) -> "PolicyData":
         """The data of the markets at positions ``markets`` (repeats allowed: a bootstrap sample)."""
         m = np.asarray(markets)
-        return PolicyData(self.slugs[m], self.index[m], self.ok[m], self.seconds_left[m], self.direction[m],
-                          self.size[m], self.observed_class[m], self.inventory[m], self.upnl[m], self.edge[m],
-                          self.momentum[m], self.weights[m], {k: v[m] for k, v in self.extras.items()}, self.cap, self.strong,
-                          self.quote_noise, self.quote_lag)
+        per_market = {f.name: getattr(self, f.name)[m] for f in fields(self)
+                      if f.name not in ("extras", "cap", "strong", "quote_noise", "quote_lag")}
+        return replace(self, **per_market, extras={k: v[m] for k, v in self.extras.items()})
 
     def exit_term(self, take_profit: float, stop_loss: float) -> np.ndarray:
         """``(M, K)`` the exit trigger ``-sign(inventory)`` where the P&L per share reached a level, else 0."""
