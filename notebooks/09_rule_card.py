@@ -39,7 +39,7 @@
 N_DRAWS = 48  # quasi-random draws of the unseen seconds per step
 QUOTE_NOISE = None  # cents: the quote model (None: fitted by maximum likelihood of the quotes, training period)
 QUOTE_NOISE_GRID = [1.0, 2.0, 4.0]  # cents: other quote noises, to show how the price terms depend on it
-SIGMA_NOISE = 0.17  # sd of log(true / estimated volatility) in the draws
+SIGMA_NOISE = None  # sd of log(true / estimated volatility) in the draws (None: fitted with the quote model)
 ALPHA = 0.01  # level of the likelihood-ratio tests of model choice
 N_BOOT = 30  # bootstrap refits over markets (training period)
 N_BOOT_SCORE = 500  # bootstrap replicates over markets for the predictive scores
@@ -78,7 +78,8 @@ d, train_markets, fitted = study.wallet_terms(data01, data.steps, data.actions, 
 d_train = d.subset(train_markets)
 print(f"{d.n_markets} markets, {d_train.n_markets} in the training period; {d.n_unusable} steps without terms "
       f"(volatility warm-up); volatility scale {fitted['sigma_scale']:.3f}; inventory cap seen: {d.cap:.0f} shares; "
-      f"quote model: lag {fitted['quote_lag']:.0f} s, noise {fitted['quote_noise']:.2f} cents")
+      f"quote model: lag {fitted['quote_lag']:.0f} s, noise {fitted['quote_noise']:.2f} cents; volatility error "
+      f"{fitted['sigma_noise']:.2f} (sd of log)")
 
 # %% [markdown]
 # ## 1. The card on the training period
@@ -109,7 +110,7 @@ plots.save(card.profiles_figure(fit), "09_profiles");
 qn = [{"quote noise (cents)": fitted["quote_noise"], "loglik": fit.fit.loglik, **{k: fit.fit.params[k] for k in ("edge", "momentum", "exit_push")}}]
 for q in QUOTE_NOISE_GRID:
     dq, mq, _ = study.wallet_terms(data01, data.steps, data.actions, data.thresholds.strong, data.rows("train"),
-                                   sigma_noise=SIGMA_NOISE, quote_noise=q, quote_lag=fitted["quote_lag"],
+                                   sigma_noise=fitted["sigma_noise"], quote_noise=q, quote_lag=fitted["quote_lag"],
                                    n_draws=N_DRAWS, seed=SEED)
     fq = rules_model.fit(dq.subset(mq), fit.change_points, fit.fit.spec, start=fit.fit.params)
     qn.append({"quote noise (cents)": q, "loglik": fq.loglik, **{k: fq.params[k] for k in ("edge", "momentum", "exit_push")}})

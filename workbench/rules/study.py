@@ -17,7 +17,7 @@ from workbench.rules import search, terms
 
 
 def wallet_terms(data01: Any, steps: pd.DataFrame, actions: np.ndarray, strong: float, train_rows: np.ndarray, *,
-                 sigma_noise: float = 0.17, quote_noise: float | None = None, quote_lag: float = 0.0,
+                 sigma_noise: float | None = None, quote_noise: float | None = None, quote_lag: float = 0.0,
                  n_draws: int = 64, seed: int = 0) -> tuple[terms.PolicyData, np.ndarray, dict[str, float]]:
     """The card's terms for every step of one wallet, and the positions of the training markets.
 
@@ -32,19 +32,21 @@ def wallet_terms(data01: Any, steps: pd.DataFrame, actions: np.ndarray, strong: 
     end = steps.index[train_rows[-1]]
     _, scale = terms.volatility(ohlcv.loc[:end])
     sigma, _ = terms.volatility(ohlcv, scale=scale)
-    if quote_noise is None:  # the market maker's quote model, fitted on the training steps
+    if quote_noise is None or sigma_noise is None:  # the quote model and volatility error, on the training steps
         tr = terms.policy_data(steps.iloc[train_rows], actions[train_rows], strong=strong, sigma=sigma,
-                               sigma_noise=sigma_noise, n_draws=n_draws, seed=seed)
-        quote_noise, quote_lag = tr.quote_noise, tr.quote_lag
+                               sigma_noise=sigma_noise, quote_noise=quote_noise, quote_lag=quote_lag,
+                               n_draws=n_draws, seed=seed)
+        quote_noise, quote_lag, sigma_noise = tr.quote_noise, tr.quote_lag, tr.sigma_noise
     d = terms.policy_data(steps, actions, strong=strong, sigma=sigma, sigma_noise=sigma_noise,
                           quote_noise=quote_noise, quote_lag=quote_lag, n_draws=n_draws, seed=seed)
     train_slugs = set(steps["slug"].to_numpy()[train_rows])
     markets = np.flatnonzero([s in train_slugs for s in d.slugs])
-    return d, markets, {"sigma_scale": scale, "quote_noise": float(quote_noise), "quote_lag": float(quote_lag)}
+    return d, markets, {"sigma_scale": scale, "quote_noise": float(quote_noise), "quote_lag": float(quote_lag),
+                        "sigma_noise": float(sigma_noise)}
 
 
 def simulated_card(cfg: Any, *, candidates: tuple[str, ...] = tuple(terms.CANDIDATES), n_draws: int = 32,
-                   quote_noise: float | None = None, sigma_noise: float = 0.17, work: Path | None = None,
+                   quote_noise: float | None = None, sigma_noise: float | None = None, work: Path | None = None,
                    fit_kw: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Simulate ``cfg``, ingest its files, fit the card on the whole period and compare it with the hidden policy
     (evaluation only: the fit never reads the truth). Returns the card table (with ``true``, ``covered``) and

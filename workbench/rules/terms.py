@@ -74,6 +74,7 @@ class PolicyData:
     cap: float = float("inf")  # the inventory cap the trader never exceeds (inf: none seen)
     quote_noise: float = 0.0  # cents, the weights' quote noise
     quote_lag: float = 0.0  # seconds, the market maker's pricing lag behind its quote time
+    sigma_noise: float = 0.0  # sd of log(true / estimated volatility) in the draws
     strong: float = float("inf")  # the size (shares) that separates STRONG_* from plain classes
 
     @property
@@ -89,7 +90,7 @@ class PolicyData:
         """The data of the markets at positions ``markets`` (repeats allowed: a bootstrap sample)."""
         m = np.asarray(markets)
         per_market = {f.name: getattr(self, f.name)[m] for f in fields(self)
-                      if f.name not in ("extras", "cap", "strong", "quote_noise", "quote_lag")}
+                      if f.name not in ("extras", "cap", "strong", "quote_noise", "quote_lag", "sigma_noise")}
         return replace(self, **per_market, extras={k: v[m] for k, v in self.extras.items()})
 
     def exit_term(self, take_profit: float, stop_loss: float) -> np.ndarray:
@@ -231,33 +232,36 @@ class _UnseenPath:
         return np.where(use, -0.5 * r * r - math.log(noise) - 0.5 * math.log(2 * math.pi), 0.0)
 
 
-def _path(c0: np.ndarray, c1: np.ndarray, open_: np.ndarray, sg: np.ndarray, z: np.ndarray, left: np.ndarray,
-          mid: np.ndarray, age: np.ndarray, prev_mid: np.ndarray, prev_age: np.ndarray, lag: float, noise: float
-          ) -> tuple[_UnseenPath, np.ndarray]:
-    """The draws under a quote model and their log weights (both quotes)."""
+def _path(c0: np.ndarray, c1: np.ndarray, open_: np.ndarray, sigma: np.ndarray, z: np.ndarray, left: np.ndarray,
+          mid: np.ndarray, age: np.ndarray, prev_mid: np.ndarray, prev_age: np.ndarray, sigma_noise: float, lag: float,
+          noise: float) -> tuple[_UnseenPath, np.ndarray]:
+    """The draws under a volatility error and a quote model, and their log weights (both quotes)."""
+    sg = sigma[..., None] * np.exp(sigma_noise * z[:, 3] - 0.5 * sigma_noise ** 2)
     path = _UnseenPath(c0, c1, open_, sg, z, left, age + lag, mid, noise)
     return path, path.logw + (path.prev_loglik(prev_mid, prev_age, lag, noise) if noise > 0 else 0.0)
 
 
-def fit_quote_model(args: tuple[np.ndarray, ...], lags: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0),
-                    noises: tuple[float, ...] = (0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)) -> tuple[float, float]:
-    """The quote model ``(lag s, noise cents)`` maximising the quotes' marginal likelihood (the mean importance
-    weight of the draws, summed in logs over steps): a measurement model of the market maker, estimated from
-    the files alone. ``args`` are :func:`_path`'s arrays before ``lag``."""
-    best, best_ll = (0.0, 1.0), -np.inf
-    for lag in lags:
-        for noise in noises:
-            _, lw = _path(*args, lag, noise)
-            top = lw.max(-1)
-            ok = np.isfinite(top)
-            val = float((top[ok] + np.log(np.exp(lw[ok] - top[ok][:, None]).mean(-1))).sum())
-            if val > best_ll:
-                best, best_ll = (float(lag), float(noise)), val
-    return best
+def fit_quote_model(args: tuple[np.ndarray, ...], sigma_noises: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3),
+                    lags: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0, 5.0),
+                    noises: tuple[float, ...] = (0.75, 1.0, 1.5, 2.0, 3.0, 4.0)) -> tuple[float, float, float]:
+    """The volatility error and the quote model ``(sigma_noise, lag s, noise cents)`` maximising the quotes'
+    marginal likelihood (the mean importance weight of the draws, summed in logs over steps): a measurement model
+    of the market maker, estimated from the files alone, no action involved. ``args`` are :func:`_path`'s arrays
+    before ``sigma_noise``. The lag is searched first at the middle volatility error, then the rest around it."""
+    def value(sn: float, lag: float, noise: float) -> float:
+        _, lw = _path(*args, sn, lag, noise)
+        top = lw.max(-1)
+        ok = np.isfinite(top)
+        return float((top[ok] + np.log(np.exp(lw[ok] - top[ok][:, None]).mean(-1))).sum())
+
+    sn0 = sigma_noises[len(sigma_noises) // 2]
+    lag = max(lags, key=lambda g: max(value(sn0, g, n) for n in noises[1::2]))
+    best = max(((sn, lag, n) for sn in sigma_noises for n in noises), key=lambda t: value(*t))
+    return float(best[0]), float(best[1]), float(best[2])
 
 
 def policy_data(steps: pd.DataFrame, actions: np.ndarray, *, strong: float, sigma: pd.Series | None = None,
-                sigma_noise: float = 0.0, quote_noise: float | None = None, quote_lag: float = 0.0,
+                sigma_noise: float | None = None, quote_noise: float | None = None, quote_lag: float = 0.0,
                 n_draws: int = 64, seed: int = 0,
                 candidates: tuple[str, ...] = tuple(CANDIDATES)) -> PolicyData:
     """Terms per (market, step) from :func:`workbench.twin.steps.build_steps`'s table.
@@ -273,8 +277,9 @@ def policy_data(steps: pd.DataFrame, actions: np.ndarray, *, strong: float, sigm
         The STRONG size threshold (shares) the classes were cut at.
     sigma : Series, optional
         :func:`volatility` (per sqrt(second), by bar close); default the table's Yang-Zhang ``yz_vol``.
-    sigma_noise : float
-        Standard deviation of ``log(true / estimated volatility)`` scattered over the draws.
+    sigma_noise : float, optional
+        Standard deviation of ``log(true / estimated volatility)`` scattered over the draws; ``None`` fits it
+        with the quote model (by the quotes' likelihood).
     quote_noise, quote_lag : float
         The quote model (cents of noise around the fair value of the price ``quote_lag`` seconds before the
         quote's time stamp) for the draws' weights; ``quote_noise=None`` fits both by maximum likelihood of
@@ -320,14 +325,16 @@ def policy_data(steps: pd.DataFrame, actions: np.ndarray, *, strong: float, sigm
     mid = grid(s["up_mid"].to_numpy())
     flow = grid(s["flow"].to_numpy(), 0.0)
     z = unseen_draws(n_draws, seed)
-    sg = sigma[..., None] * np.exp(sigma_noise * z[:, 3] - 0.5 * sigma_noise ** 2)
     age = grid(s["quote_age_s"].to_numpy()) if "quote_age_s" in s else np.zeros((M, K_STEPS))
     prev_age = np.concatenate([np.full((M, 1), np.nan), age[:, :-1]], axis=1)
     prev_mid = grid(s["up_mid"].to_numpy() - s["quote_change"].to_numpy())
-    args = (c0, c1, open_, sg, z, left_g, mid, age, prev_mid, prev_age)
-    if quote_noise is None:
-        quote_lag, quote_noise = fit_quote_model(args)
-    path, lw = _path(*args, quote_lag, quote_noise)
+    args = (c0, c1, open_, sigma, z, left_g, mid, age, prev_mid, prev_age)
+    if quote_noise is None or sigma_noise is None:
+        sigma_noise, quote_lag, quote_noise = fit_quote_model(
+            args, sigma_noises=(0.0, 0.1, 0.2, 0.3) if sigma_noise is None else (float(sigma_noise),),
+            **({} if quote_noise is None else {"lags": (float(quote_lag),), "noises": (float(quote_noise),)}))
+    path, lw = _path(*args, sigma_noise, quote_lag, quote_noise)
+    sg = path.sg
     with np.errstate(divide="ignore", invalid="ignore"):
         edge = 100.0 * (path.fair_now - mid[..., None])
         momentum = (path.now - path.back) / (sg * math.sqrt(60.0))
@@ -357,4 +364,4 @@ def policy_data(steps: pd.DataFrame, actions: np.ndarray, *, strong: float, sigm
                       size=np.abs(np.where(traded, flow, 0.0)), observed_class=act, inventory=inv, upnl=upnl,
                       edge=np.nan_to_num(edge), momentum=np.nan_to_num(momentum), weights=weights,
                       extras={n: np.nan_to_num(v) for n, v in extras.items()}, cap=cap, strong=float(strong),
-                      quote_noise=float(quote_noise), quote_lag=float(quote_lag))
+                      quote_noise=float(quote_noise), quote_lag=float(quote_lag), sigma_noise=float(sigma_noise))
