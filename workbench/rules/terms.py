@@ -255,7 +255,7 @@ def fit_quote_model(args: tuple[np.ndarray, ...], sigma_noises: tuple[float, ...
         return float((top[ok] + np.log(np.exp(lw[ok] - top[ok][:, None]).mean(-1))).sum())
 
     sn0 = sigma_noises[len(sigma_noises) // 2]
-    lag = max(lags, key=lambda g: max(value(sn0, g, n) for n in noises[1::2]))
+    lag = max(lags, key=lambda g: max(value(sn0, g, n) for n in (noises[1::2] or noises)))
     best = max(((sn, lag, n) for sn in sigma_noises for n in noises), key=lambda t: value(*t))
     return float(best[0]), float(best[1]), float(best[2])
 
