@@ -98,3 +98,33 @@ def test_objective_frontier_moves_with_the_weight():
     assert t.loc[0, "return"] == pytest.approx(0.03) and t.loc[0, "drawdown"] == pytest.approx(0.01)
     assert t.loc[1, "return"] == pytest.approx(0.10) and t.loc[1, "drawdown"] == pytest.approx(0.08)
     assert (t["trades"] == 1.0).all() and t.loc[1, "return_lo"] <= 0.10 <= t.loc[1, "return_hi"]
+
+
+def test_replay_is_prequential_and_the_online_learner_tracks_a_flipped_preference(encoder):
+    """Days 0-3 prefer the trade towards the fair value, days 4-9 the opposite (a known regime change). Both
+    learners are judged on each day before they learn from it; the online one recovers within the shifted days."""
+    from workbench.rlaif import replay as R
+
+    analyst = A.Analyst(seed=2)
+    days = []
+    for day in range(10):
+        ps = _pairs(40, 100 + day, analyst)
+        ps = [PreferencePair(p.chosen.__class__(**{**p.chosen.__dict__, "time": day * R.DAY_MS + i}),
+                             p.rejected.__class__(**{**p.rejected.__dict__, "time": day * R.DAY_MS + i}),
+                             p.metric, p.margin, p.weight, p.created_at) for i, p in enumerate(ps)]
+        days.append(ps if day < 4 else [PreferencePair(p.rejected, p.chosen, p.metric, p.margin, p.weight, p.created_at)
+                                        for p in ps])
+    flat_before = [p for d in days[:4] for p in d]
+    flat_after = [p for d in days[4:] for p in d]
+    assert [len(d) for d in R.stream(flat_before, flat_after, shift_day=4)] == [40] * 10
+    probe = [p.chosen for p in days[0][:20]]
+    daily, per = R.replay(days, encoder, probe=probe, warmup_days=2, retrain_every_days=3, window_days=3, epochs=8,
+                          batch_size=16, learning_rate=3e-3, online_learning_rate=3e-3, online_batch=8, seed=0)
+    assert list(daily["day"]) == list(range(2, 10)) and len(per) == 8 * 40
+    first_shifted = daily.set_index("day").loc[4]
+    assert first_shifted["online_acc"] < 0.4 and first_shifted["weekly_acc"] < 0.4  # neither has seen the change
+    assert daily.set_index("day").loc[[8, 9], "online_acc"].mean() > 0.6  # the online learner has followed it
+    assert daily["weekly_retrained"].sum() == 2 and (daily["weekly_churn"][~daily["weekly_retrained"]] == 0).all()
+    s = R.summary(per, daily, {"after": (4, 9)}, n_boot=200)
+    lo, hi = s.loc["after", "difference_ci"]
+    assert lo <= s.loc["after", "online_minus_weekly"] <= hi

@@ -91,3 +91,20 @@ def frontier_figure(table: pd.DataFrame, title: str = "Return against drawdown o
     ax.set(xlabel="mean max drawdown per share of the pick", ylabel="mean realised return per share", title=title)
     fig.tight_layout()
     return fig
+
+
+def replay_figure(daily: pd.DataFrame, shift_day: int, title: str = "Online learning against weekly retraining"
+                  ) -> plt.Figure:
+    """Each learner's accuracy on each day's pairs (before learning from them), with the regime change and the
+    weekly retrainings marked (``daily`` from :func:`workbench.rlaif.replay.replay`)."""
+    fig, ax = plt.subplots(figsize=fit_width(7, 3.5))
+    ax.plot(daily["day"], daily["online_acc"], "o-", ms=3, label="online (daily small steps)")
+    ax.plot(daily["day"], daily["weekly_acc"], "s-", ms=3, label="retrained from scratch weekly")
+    for d in daily.loc[daily["weekly_retrained"].astype(bool), "day"]:
+        ax.axvline(d + 0.5, color="#bbbbbb", lw=0.8)
+    ax.axvline(shift_day - 0.5, color="C3", ls="--", lw=1, label="regime change")
+    ax.axhline(0.5, color="k", lw=0.5)
+    ax.set(xlabel="day of the replay", ylabel="pair accuracy that day", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
