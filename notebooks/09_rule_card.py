@@ -36,7 +36,8 @@
 # rule as the twin and the baselines. The simulator's truth is read only to check the recovery.
 
 # %% tags=["parameters"]
-N_DRAWS = 48  # quasi-random draws of the unseen seconds per step
+N_DRAWS = 48  # quasi-random draws of the unseen seconds per step (change points and model choice)
+N_DRAWS_FINAL = 128  # draws of the final fit, its intervals and predictions (the simulated likelihood's bias shrinks with them)
 QUOTE_NOISE = None  # cents: the quote model (None: fitted by maximum likelihood of the quotes, training period)
 QUOTE_NOISE_GRID = [1.0, 2.0, 4.0]  # cents: other quote noises, to show how the price terms depend on it
 SIGMA_NOISE = None  # sd of log(true / estimated volatility) in the draws (None: fitted with the quote model)
@@ -85,11 +86,17 @@ print(f"{d.n_markets} markets, {d_train.n_markets} in the training period; {d.n_
 # ## 1. The card on the training period
 #
 # Change points first (profile likelihood), then backward elimination of term groups by likelihood-ratio tests
-# at `ALPHA`; then the final fit with sandwich intervals over markets.
+# at `ALPHA`, both on `N_DRAWS` draws; then the final fit on `N_DRAWS_FINAL` draws (a simulated likelihood is
+# biased towards zero by too few draws), with sandwich intervals over markets and a bootstrap over markets.
 
 # %%
-fit = search.fit_card(d_train, candidates=tuple(terms.CANDIDATES), alpha=ALPHA)
+fit = search.fit_card(d_train, candidates=tuple(terms.CANDIDATES), alpha=ALPHA, covariance=False)
 display(fit.selection.round(4))
+d, _, _ = study.wallet_terms(data01, data.steps, data.actions, data.thresholds.strong, data.rows("train"),
+                             sigma_noise=fitted["sigma_noise"], quote_noise=fitted["quote_noise"],
+                             quote_lag=fitted["quote_lag"], n_draws=N_DRAWS_FINAL, seed=SEED)
+d_train = d.subset(train_markets)
+fit = search.refit(fit, d_train)
 boot = search.bootstrap(d_train, fit, n_boot=N_BOOT, seed=SEED)
 truth_values = card.truth(simulate.load_sim_config(P.raw, wallet).trader)
 tab = card.table(fit, boot, truth_values)
@@ -111,7 +118,7 @@ qn = [{"quote noise (cents)": fitted["quote_noise"], "loglik": fit.fit.loglik, *
 for q in QUOTE_NOISE_GRID:
     dq, mq, _ = study.wallet_terms(data01, data.steps, data.actions, data.thresholds.strong, data.rows("train"),
                                    sigma_noise=fitted["sigma_noise"], quote_noise=q, quote_lag=fitted["quote_lag"],
-                                   n_draws=N_DRAWS, seed=SEED)
+                                   n_draws=N_DRAWS_FINAL, seed=SEED)
     fq = rules_model.fit(dq.subset(mq), fit.change_points, fit.fit.spec, start=fit.fit.params)
     qn.append({"quote noise (cents)": q, "loglik": fq.loglik, **{k: fq.params[k] for k in ("edge", "momentum", "exit_push")}})
 display(pd.DataFrame(qn).round(3))
@@ -162,10 +169,9 @@ print("\n".join(card.sentences(fit, tab, d, agreement)))
 base = simulate.load_sim_config(P.raw, wallet)
 configs = {f"seed {s}": simulate.config_with(days=RECOVERY_DAYS, seed=s) for s in RECOVERY_SEEDS}
 pop = study.population(simulate.config_with(days=RECOVERY_DAYS, seed=SEED), POPULATION, seed=SEED)
-rec_long, rec_cov, rec_facts = study.recovery(configs, n_draws=N_DRAWS, quote_noise=QUOTE_NOISE, sigma_noise=SIGMA_NOISE,
-                                              work=P.interim)
-pop_long, pop_cov, pop_facts = study.recovery(pop, n_draws=N_DRAWS, quote_noise=QUOTE_NOISE, sigma_noise=SIGMA_NOISE,
-                                              work=P.interim)
+rec_kw = dict(n_draws=N_DRAWS, n_draws_final=N_DRAWS_FINAL, quote_noise=QUOTE_NOISE, sigma_noise=SIGMA_NOISE, work=P.interim)
+rec_long, rec_cov, rec_facts = study.recovery(configs, **rec_kw)
+pop_long, pop_cov, pop_facts = study.recovery(pop, **rec_kw)
 display(rec_facts)
 display(pd.concat({"seeds (default trader)": rec_cov, "population": pop_cov}, axis=1).round(3))
 missed = rec_cov.index[rec_cov["coverage"] < 0.9].tolist()
@@ -222,7 +228,7 @@ metrics = {
     "card_minus_gbm_macro_f1": gap, "within_003_of_gbm": bool(gap["difference"] >= -0.03),
     "quote_noise_profile": qn, "fitted": fitted, "sentences": card.sentences(fit, tab, d, agreement),
     "real_wallets": {w: {"sample": rc["sample"], "tests": rc["tests"].to_dict(orient="records")} for w, rc in real_cards.items()},
-    "parameters_run": {"N_DRAWS": N_DRAWS, "QUOTE_NOISE": QUOTE_NOISE, "SIGMA_NOISE": SIGMA_NOISE, "ALPHA": ALPHA,
+    "parameters_run": {"N_DRAWS": N_DRAWS, "N_DRAWS_FINAL": N_DRAWS_FINAL, "QUOTE_NOISE": QUOTE_NOISE, "SIGMA_NOISE": SIGMA_NOISE, "ALPHA": ALPHA,
                        "N_BOOT": N_BOOT, "RECOVERY_SEEDS": RECOVERY_SEEDS, "RECOVERY_DAYS": RECOVERY_DAYS,
                        "POPULATION": POPULATION, "SEED": SEED},
     "seconds": time.perf_counter() - t_start,

@@ -46,10 +46,12 @@ def wallet_terms(data01: Any, steps: pd.DataFrame, actions: np.ndarray, strong: 
 
 
 def simulated_card(cfg: Any, *, candidates: tuple[str, ...] = tuple(terms.CANDIDATES), n_draws: int = 32,
+                   n_draws_final: int = 128,
                    quote_noise: float | None = None, sigma_noise: float | None = None, work: Path | None = None,
                    fit_kw: dict[str, Any] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Simulate ``cfg``, ingest its files, fit the card on the whole period and compare it with the hidden policy
-    (evaluation only: the fit never reads the truth). Returns the card table (with ``true``, ``covered``) and
+    """Simulate ``cfg``, ingest its files, fit the card on the whole period (change points and terms on
+    ``n_draws``, the final fit on ``n_draws_final``) and compare it with the hidden policy (evaluation only: the
+    fit never reads the truth). Returns the card table (with ``true``, ``covered``) and
     run facts (markets, seconds)."""
     from workbench.data import ingest, simulate
     from workbench.features import indicators as F
@@ -71,7 +73,11 @@ def simulated_card(cfg: Any, *, candidates: tuple[str, ...] = tuple(terms.CANDID
         sigma, _ = terms.volatility(ohlcv)
         d = terms.policy_data(steps, S.classify_flow(flow, th), strong=th.strong, sigma=sigma,
                               sigma_noise=sigma_noise, quote_noise=quote_noise, n_draws=n_draws)
-        fit = search.fit_card(d, candidates=candidates, **(fit_kw or {}))
+        fit = search.fit_card(d, candidates=candidates, covariance=False, **(fit_kw or {}))
+        fine = terms.policy_data(steps, S.classify_flow(flow, th), strong=th.strong, sigma=sigma,
+                                 sigma_noise=d.sigma_noise, quote_noise=d.quote_noise, quote_lag=d.quote_lag,
+                                 n_draws=n_draws_final)
+        fit = search.refit(fit, fine)
         tab = C.table(fit, truth_values=C.truth(cfg.trader))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

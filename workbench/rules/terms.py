@@ -41,6 +41,7 @@ from scipy.special import ndtr, ndtri
 from scipy.stats import qmc
 
 K_STEPS = 15  # one-minute steps per 15-minute market
+INFLATE = 1.2  # proposal sd over the linearised posterior sd of a quoted price (heavier than the target: bounded weights)
 MARKET_S = 900
 #: Candidate terms the trader may not use: name -> (column of the step table, centre, scale, unit).
 CANDIDATES: dict[str, tuple[str, float, float, str]] = {
@@ -149,87 +150,88 @@ def _norm_logpdf(x: np.ndarray, m: np.ndarray, v: np.ndarray) -> np.ndarray:
     return -0.5 * (x - m) ** 2 / v - 0.5 * np.log(2 * math.pi * v)
 
 
+def _bridge(t: np.ndarray, known: list[tuple[np.ndarray, np.ndarray]], sg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of a Brownian log price at ``t`` (seconds before the decision) given known points
+    ``[(time, value), ...]`` (arrays; NaN time: absent): the bridge between the nearest known points on either
+    side, a random walk beyond the last one."""
+    lt = np.full(t.shape, -np.inf)
+    lx = np.zeros(t.shape)
+    rt = np.full(t.shape, np.inf)
+    rx = np.zeros(t.shape)
+    for kt, kx in known:
+        kt = np.broadcast_to(kt, t.shape)
+        kx = np.broadcast_to(kx, t.shape)
+        left = np.isfinite(kt) & (kt < t) & (kt > lt)
+        lt, lx = np.where(left, kt, lt), np.where(left, kx, lx)
+        right = np.isfinite(kt) & (kt > t) & (kt < rt)
+        rt, rx = np.where(right, kt, rt), np.where(right, kx, rx)
+    has_l, has_r = np.isfinite(lt), np.isfinite(rt)
+    span = np.where(has_l & has_r, rt - lt, 1.0)
+    mean = np.where(has_l & has_r, lx + (t - lt) / span * (rx - lx), np.where(has_l, lx, rx))
+    var = sg ** 2 * np.where(has_l & has_r, (t - lt) * (rt - t) / span, np.where(has_l, t - lt, rt - t))
+    return mean, np.maximum(var, sg ** 2 * 1e-3)
+
+
 class _UnseenPath:
-    """Draws of the BTC log price at the seconds the files do not show, conditioned on the bar closes.
+    """Draws of the BTC log price at the seconds the files do not show, conditioned on the bar closes and quotes.
 
     Times are seconds before the decision: ``c1`` (the last close) is 6 s before, ``c0`` 66 s before; between
-    them the path is a Brownian bridge, after ``c1`` a random walk (exact Gaussian conditionals throughout).
-
-    With a quote model (``anchor`` = seconds before the decision that the quote in force was priced at, i.e. its
-    age plus the market maker's lag; ``noise`` in cents), the price at the anchor is drawn first from a
-    Gaussian proposal centred between its prior and the price the quote implies (the quote inverted through the
-    fair-value formula, linearised), then ``now`` and ``back`` given it; :attr:`logw` holds the importance
-    weights (prior x quote likelihood / proposal), so that weighted draws follow the posterior given the quote.
-    Without it, ``now`` and ``back`` are drawn from their prior and the weights are equal.
+    them the path is a Brownian bridge, after ``c1`` a random walk. The points are drawn in sequence, each from
+    its exact Gaussian conditional given the points already known (:func:`_bridge`): the price the current
+    quote was priced at (``anchor`` = the quote's age plus the market maker's lag), the price now, the price the
+    previous step's quote was priced at, and the price 60 s back (momentum's other end). Each quoted point is
+    drawn from a Gaussian proposal between its conditional prior and the price its quote implies (the quote
+    inverted through the fair-value formula, linearised, with ``noise`` cents), and :attr:`logw` holds the
+    importance weights (prior x quote likelihood / proposal), so the weighted draws follow the posterior given
+    both quotes. Without a quote model every point is drawn from its prior and the weights are equal.
     """
 
     def __init__(self, c0: np.ndarray, c1: np.ndarray, open_: np.ndarray, sg: np.ndarray, z: np.ndarray,
                  left: np.ndarray, anchor: np.ndarray | None = None, mid: np.ndarray | None = None,
-                 noise: float = 0.0) -> None:
-        self.c0, self.c1, self.sg, self.z, self.left = c0[..., None], c1[..., None], sg, z, left[..., None]
-        c0, c1, L = self.c0, self.c1, self.left
-        first = (np.arange(c1.shape[1]) == 0)[None, :, None]
-        # step 0 (5 s after the open): the last close is the one before the open, so now - open spans 5 s only
+                 noise: float = 0.0, prev_anchor: np.ndarray | None = None, prev_mid: np.ndarray | None = None) -> None:
+        self.sg, self.z = sg, z
+        c0, c1, L = c0[..., None] * np.ones_like(sg), c1[..., None] * np.ones_like(sg), left[..., None]
+        self.c0, self.c1, self.left = c0, c1, L
+        first = np.broadcast_to((np.arange(c1.shape[1]) == 0)[None, :, None], sg.shape)
+        nan = np.full(sg.shape, np.nan)
+        # step 0 (5 s after the open): the last close is the one before the open (6 s back), the open 5 s back
         self.p_open = p_open = np.where(first, c1 + sg * z[:, 1], open_[..., None] + sg * z[:, 1])
-        back_prior = c0 + 0.1 * (c1 - c0) + sg * math.sqrt(6.0 * 54.0 / 60.0) * z[:, 2]
-        now_prior = np.where(first, p_open + sg * math.sqrt(5.0) * z[:, 0], c1 + sg * math.sqrt(6.0) * z[:, 0])
+        known = [(np.full(sg.shape, 6.0), c1), (np.full(sg.shape, 66.0), c0), (np.where(first, 5.0, nan), p_open)]
         self.logw = np.zeros(sg.shape)
-        if anchor is None or mid is None or noise <= 0:
-            self.now, self.back = now_prior, back_prior
-        else:
-            a = anchor[..., None] * np.ones_like(sg)
-            have = np.isfinite(a) & np.isfinite(mid)[..., None]
-            a = np.where(have, a, 0.0)
-            after_open = first & (a <= 5.0)
-            m = np.where(after_open, p_open, np.where(a <= 6, c1, np.where(a <= 66, c1 + (a - 6) / 60 * (c0 - c1), c0)))
-            v = sg ** 2 * np.where(after_open, 5.0 - a, np.where(a <= 6, 6.0 - a,
-                                   np.where(a <= 66, (a - 6) * (66 - a) / 60, a - 66)))
-            v = np.maximum(v, sg ** 2 * 1e-3)
-            scale = sg * np.sqrt(L + a)
-            u = np.clip(np.nan_to_num(mid, nan=0.5), 0.005, 0.995)[..., None]
+        use_quotes = anchor is not None and mid is not None and noise > 0
+
+        def quoted(t: np.ndarray, m: np.ndarray | None, zz: np.ndarray) -> np.ndarray:
+            mean, var = _bridge(t, known, sg)
+            have = np.isfinite(t) & np.isfinite(m)[..., None] if (use_quotes and m is not None) else np.zeros(sg.shape, bool)
+            if not have.any():
+                return mean + np.sqrt(var) * zz
+            tt = np.where(have, t, 0.0)
+            scale = sg * np.sqrt(L + tt)
+            u = np.clip(np.nan_to_num(m, nan=0.5), 0.005, 0.995)[..., None] * np.ones_like(sg)
             zq = ndtri(u)
-            x_star = p_open + scale * zq
             vm = ((noise / 100.0) / np.exp(-0.5 * zq * zq - 0.5 * math.log(2 * math.pi)) * scale) ** 2
-            vp = 1.0 / (1.0 / v + 1.0 / vm)
-            mp = vp * (m / v + x_star / vm)
-            sd = 1.5 * np.sqrt(vp)  # a wider proposal keeps the weights bounded
-            pa = mp + sd * z[:, 5]
-            fair_a = ndtr((pa - p_open) / scale)
-            lik = _norm_logpdf(100.0 * fair_a, 100.0 * u, np.full_like(u, noise ** 2))
-            self.logw = np.where(have, _norm_logpdf(pa, m, v) + lik - _norm_logpdf(pa, mp, sd ** 2), 0.0)
-            now_a = np.where(a <= 6, pa + sg * np.sqrt(a) * z[:, 0], now_prior)
-            self.now = np.where(have, now_a, now_prior)
-            b_mid = pa + (60 - a) / np.maximum(66 - a, 1e-9) * (c0 - pa) + sg * np.sqrt(
-                np.maximum((60 - a) * 6 / np.maximum(66 - a, 1e-9), 0)) * z[:, 2]
-            b_late = c1 + 54 / np.maximum(a - 6, 1e-9) * (pa - c1) + sg * np.sqrt(
-                np.maximum(54 * (a - 60) / np.maximum(a - 6, 1e-9), 0)) * z[:, 2]
-            back_a = np.where((a > 6) & (a <= 60), b_mid, np.where((a > 60) & (a <= 66), b_late, back_prior))
-            self.back = np.where(have, back_a, back_prior)
+            vp = 1.0 / (1.0 / var + 1.0 / vm)
+            mp = vp * (mean / var + (p_open + scale * zq) / vm)
+            sd = INFLATE * np.sqrt(vp)  # a wider proposal keeps the weights bounded
+            x = np.where(have, mp + sd * zz, mean + np.sqrt(var) * zz)
+            lik = _norm_logpdf(100.0 * ndtr((x - p_open) / scale), 100.0 * u, np.full_like(u, noise ** 2))
+            self.logw = self.logw + np.where(have, _norm_logpdf(x, mean, var) + lik - _norm_logpdf(x, mp, sd ** 2), 0.0)
+            return x
+
+        a = np.broadcast_to(anchor[..., None], sg.shape) if use_quotes else nan
+        pa = quoted(np.where(np.isfinite(a), a, nan), mid, z[:, 5])
+        known.append((np.where(np.isfinite(a), a, nan), pa))
+        m_now, v_now = _bridge(np.zeros(sg.shape), known, sg)
+        self.now = m_now + np.sqrt(v_now) * z[:, 0]
+        known.append((np.zeros(sg.shape), self.now))
+        if use_quotes and prev_anchor is not None:
+            ap = np.broadcast_to(prev_anchor[..., None], sg.shape)
+            pp = quoted(np.where(np.isfinite(ap), ap, nan), prev_mid, z[:, 4])
+            known.append((np.where(np.isfinite(ap), ap, nan), pp))
+        m_b, v_b = _bridge(np.full(sg.shape, 60.0), known, sg)
+        self.back = m_b + np.sqrt(v_b) * z[:, 2]
         with np.errstate(divide="ignore", invalid="ignore"):
             self.fair_now = ndtr((self.now - p_open) / (sg * np.sqrt(L)))
-
-    def at(self, before: np.ndarray, zz: np.ndarray) -> np.ndarray:
-        """The log price ``before`` seconds before the decision (``(M, K)``), given now, back and the closes."""
-        a = np.maximum(np.nan_to_num(before, nan=0.0), 0.0)[..., None]
-        sg, c0, c1, now, back = self.sg, self.c0, self.c1, self.now, self.back
-        u = np.clip((6.0 - a) / 6.0, 0, 1)  # between c1 (6 s) and now (0 s)
-        late = c1 + u * (now - c1) + sg * np.sqrt(np.maximum(a * (6.0 - a), 0) / 6.0) * zz
-        v = np.clip((a - 6.0) / 54.0, 0, 1)  # between c1 (6 s) and back (60 s)
-        mid = c1 + v * (back - c1) + sg * np.sqrt(np.maximum((a - 6.0) * (60.0 - a), 0) / 54.0) * zz
-        w = np.clip((a - 60.0) / 6.0, 0, 1)  # between back (60 s) and c0 (66 s)
-        early = back + w * (c0 - back) + sg * np.sqrt(np.maximum((a - 60.0) * (66.0 - a), 0) / 6.0) * zz
-        before_c0 = c0 + sg * np.sqrt(np.maximum(a - 66.0, 0)) * zz
-        return np.where(a <= 6, late, np.where(a <= 60, mid, np.where(a <= 66, early, before_c0)))
-
-    def prev_loglik(self, prev_mid: np.ndarray, prev_age: np.ndarray, lag: float, noise: float) -> np.ndarray:
-        """``(M, K, R)`` log density (cents) of the previous step's quote on each draw (0 where there is none)."""
-        before = prev_age + 60.0 + lag
-        p = self.at(before, self.z[:, 4])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            fair = ndtr((p - self.p_open) / (self.sg * np.sqrt(self.left + before[..., None])))
-            r = (100.0 * fair - 100.0 * prev_mid[..., None]) / noise
-        use = np.isfinite(r) & np.isfinite(before)[..., None]
-        return np.where(use, -0.5 * r * r - math.log(noise) - 0.5 * math.log(2 * math.pi), 0.0)
 
 
 def _path(c0: np.ndarray, c1: np.ndarray, open_: np.ndarray, sigma: np.ndarray, z: np.ndarray, left: np.ndarray,
@@ -237,8 +239,8 @@ def _path(c0: np.ndarray, c1: np.ndarray, open_: np.ndarray, sigma: np.ndarray, 
           noise: float) -> tuple[_UnseenPath, np.ndarray]:
     """The draws under a volatility error and a quote model, and their log weights (both quotes)."""
     sg = sigma[..., None] * np.exp(sigma_noise * z[:, 3] - 0.5 * sigma_noise ** 2)
-    path = _UnseenPath(c0, c1, open_, sg, z, left, age + lag, mid, noise)
-    return path, path.logw + (path.prev_loglik(prev_mid, prev_age, lag, noise) if noise > 0 else 0.0)
+    path = _UnseenPath(c0, c1, open_, sg, z, left, age + lag, mid, noise, prev_age + 60.0 + lag, prev_mid)
+    return path, path.logw
 
 
 def fit_quote_model(args: tuple[np.ndarray, ...], sigma_noises: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3),
