@@ -229,13 +229,13 @@ def fit(d: PolicyData, cp: ChangePoints, spec: Spec, *, start: dict[str, float] 
         return loss
 
     opt.step(closure)
-    with torch.no_grad():
-        ll = float(ll_markets(theta).sum())
-        grad_ok = True
+    loss = closure()  # the mean log-likelihood per market and its gradient at the end point
+    ll = -float(loss.detach()) / scale
+    grad = float(theta.grad.abs().max()) if theta.grad is not None else math.inf
     x = x0.copy()
     x[free] = theta.detach().numpy()
-    out = Fit(dict(zip(names, map(float, x))), ll, int(free.sum()), d.n_markets, cp, spec, converged=grad_ok and
-              math.isfinite(ll), free_names=[n for n, f in zip(names, free) if f])
+    out = Fit(dict(zip(names, map(float, x))), ll, int(free.sum()), d.n_markets, cp, spec,
+              converged=math.isfinite(ll) and grad < 1e-3, free_names=[n for n, f in zip(names, free) if f])
     if covariance:
         out.cov = sandwich(ll_markets, theta.detach())
     return out
