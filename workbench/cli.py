@@ -65,6 +65,10 @@ def _ingest_arguments(args: argparse.Namespace) -> str | None:
         ok = False
     if not ok:
         return f"--bar-interval {args.bar_interval!r}: expected a positive duration such as 1min, 5min or 15min"
+    if args.workers is not None and args.workers < 1:
+        return f"--workers {args.workers}: expected at least 1"
+    if args.scheduler is not None and not args.scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        return f"--scheduler {args.scheduler!r}: expected a Dask scheduler address such as tcp://host:8786"
     out = Path(args.out)
     if os.path.lexists(out) and not out.is_dir():
         return f"--out {display_path(out)!r} exists and is not a folder"
@@ -87,7 +91,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        data = load_wallet(args.src, bar_interval=args.bar_interval, progress=not args.quiet)
+        data = load_wallet(args.src, bar_interval=args.bar_interval, progress=not args.quiet, workers=args.workers,
+                           scheduler=args.scheduler)
         rec = data.check()  # before anything is written: an unbalanced ingest writes nothing
         written = data.write(args.out)
     except IngestError as exc:  # ReconciliationError included
@@ -228,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="output folder for the Parquet tables (replaced as a whole)")
     i.add_argument("--bar-interval", default="15min",
                    help="length of a bar, a pandas duration such as 1min, 5min or 1h (default 15min)")
+    i.add_argument("--workers", type=int, help="processes reading the files (default: one per core for large "
+                   "folders; 1 = this process)")
+    i.add_argument("--scheduler", help="a Dask scheduler address (tcp://host:8786) whose workers read the files "
+                   "(they must see the same paths)")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.set_defaults(func=_cmd_ingest)
 

@@ -485,12 +485,12 @@ def test_write_replaces_the_whole_folder_with_ordinary_modes_and_no_leftovers(tm
     (out / ".events.parquet.abc.tmp").write_text("left by a killed run")
     load_wallet(tmp_path / "src").write(out)
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted([f"{t}.parquet" for t in WalletData.TABLES] + ["ingest.json"])
+    assert names == sorted([f"{t}.parquet" for t in WalletData.TABLES] + ["ingest.json", "events_by"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # no temporary sibling left
     umask = os.umask(0)
     os.umask(umask)
-    for p in out.iterdir():
-        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+    for p in out.rglob("*"):
+        assert stat.S_IMODE(p.stat().st_mode) == (0o777 if p.is_dir() else 0o666) & ~umask, p
     assert len(WalletData.read(out, verify=True).bars) > 0
 
 
@@ -683,7 +683,7 @@ def _assert_complete(out: Path, expected: dict[int, str]) -> str:
     d = WalletData.read(out, verify=True)
     assert len(d.events) in expected and d.check()["balanced"]
     assert sorted(p.name for p in out.iterdir()) == sorted([f"{t}.parquet" for t in WalletData.TABLES] +
-                                                           ["ingest.json"])
+                                                           ["ingest.json", "events_by"])
     return expected[len(d.events)]
 
 

@@ -20,6 +20,8 @@ Outputs (:class:`WalletData`, or Parquet via ``python -m workbench ingest``):
 ``bars``        per ``bar_interval``, built only from events strictly before each bar's close.
 ``quarantine``  every file or record that could not be used, with file, record, line and reason.
 ``files``       per-file reconciliation: records read = kept + quarantined.
+``events_by/``  the events again as a Hive-partitioned Parquet dataset, ``underlying=<asset>/wallet=<address>/
+                day=<YYYY-MM-DD>/`` (pandas, Dask and DuckDB read it and prune partitions on filters).
 
 Nothing is dropped silently: a record is either in ``events`` or in ``quarantine``, and
 :meth:`WalletData.check` raises :class:`ReconciliationError` when the counts do not add up.
@@ -101,6 +103,7 @@ class WalletData:
                 path = tmp / f"{name}.parquet"
                 getattr(self, name).to_parquet(path, index=False)
                 tables[name] = {"rows": len(getattr(self, name)), "sha256": atomic.sha256_file(path)}
+            tables[PARTITIONED] = write_partitioned(self.events, tmp / PARTITIONED)
             meta = {"complete": True, "format": INGEST_FORMAT, "bar_interval": self.bar_interval,
                     "reconciliation": rec, "tables": tables}
             (tmp / COMPLETION_RECORD).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
@@ -108,6 +111,7 @@ class WalletData:
         atomic.replace_folder(out, write_all)
         written = {name: out / f"{name}.parquet" for name in self.TABLES}
         written["meta"] = out / COMPLETION_RECORD
+        written[PARTITIONED] = out / PARTITIONED
         return written
 
     @classmethod
@@ -142,7 +146,47 @@ class WalletData:
             if len(tables[name]) != expected.get("rows"):
                 raise IngestError(f"{path} has {len(tables[name])} rows, the completion record says "
                                   f"{expected.get('rows')}: tables of different runs")
+        part = meta["tables"].get(PARTITIONED)
+        if verify and part is not None and len(list((folder / PARTITIONED).rglob("*.parquet"))) != part.get("files"):
+            raise IngestError(f"{folder / PARTITIONED} does not hold the {part.get('files')} files the completion "
+                              "record lists")
         return cls(**tables, bar_interval=meta.get("bar_interval", "15min"))
+
+
+PARTITIONED = "events_by"
+PARTITION_KEYS = ("underlying", "wallet", "day")
+
+
+def write_partitioned(events: pd.DataFrame, folder: Path) -> dict[str, Any]:
+    """Write ``events`` as a Hive-partitioned Parquet dataset by asset, wallet and UTC day.
+
+    Partition values are URI-encoded in the folder names (pyarrow's ``segment_encoding="uri"``), so a wallet
+    name holding ``/`` or ``..`` stays one folder level inside ``folder``. Returns the row count and the files.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    frame = events.assign(day=events["ts"].dt.strftime("%Y-%m-%d"),
+                          underlying=events["underlying"].fillna("unknown"),
+                          row=range(len(events)))  # the events table's order, restored on reading
+    ds.write_dataset(pa.Table.from_pandas(frame, preserve_index=False), folder, format="parquet",
+                     partitioning=ds.partitioning(pa.schema([(k, pa.string()) for k in PARTITION_KEYS]),
+                                                  flavor="hive"),
+                     existing_data_behavior="error", basename_template="part-{i}.parquet")
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.parquet"))
+    return {"rows": len(frame), "files": len(files)}
+
+
+def read_partitioned(folder: str | os.PathLike[str], **filters: str) -> pd.DataFrame:
+    """Events from a :func:`write_partitioned` dataset, only the partitions matching ``filters``
+    (``underlying="btc"``, ``wallet="0x..."``, ``day="2026-01-05"``), in the events' order (wallet, time)."""
+    unknown = set(filters) - set(PARTITION_KEYS)
+    if unknown:
+        raise IngestError(f"unknown partition key(s) {sorted(unknown)}; expected {list(PARTITION_KEYS)}")
+    flt = [(k, "==", str(v)) for k, v in filters.items()] or None
+    df = pd.read_parquet(Path(folder), filters=flt)
+    df = df.sort_values("row", kind="stable").reset_index(drop=True)
+    return df.drop(columns=["day", "row"])
 
 
 def derive_tables(events: pd.DataFrame, bar_interval: str = "15min"
@@ -157,7 +201,7 @@ def derive_tables(events: pd.DataFrame, bar_interval: str = "15min"
 
 
 def load_wallet(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], bar_interval: str = "15min",
-                *, progress: bool | None = None) -> WalletData:
+                *, progress: bool | None = None, workers: int | None = None, scheduler: Any = None) -> WalletData:
     """Ingest one or many wallets' files (folders or files; seed-format JSON or Data-API CSV).
 
     Parameters
@@ -167,13 +211,15 @@ def load_wallet(paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
         wallet is its ``proxyWallet``.
     bar_interval
         Pandas offset string for :func:`build_bars` (default the design's 15 minutes).
+    workers, scheduler
+        Processes reading the files, or a Dask scheduler address (see :func:`read_events`).
 
     Returns
     -------
     WalletData
         ``.events, .trades, .positions, .bars, .quarantine, .files, .resolutions``.
     """
-    events, quarantine, files = read_events(paths, progress=progress)
+    events, quarantine, files = read_events(paths, progress=progress, workers=workers, scheduler=scheduler)
     trades, positions, bars, resolutions = derive_tables(events, bar_interval)
     return WalletData(events, trades, positions, bars, quarantine, files, resolutions, bar_interval)
 

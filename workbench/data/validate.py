@@ -5,8 +5,10 @@ record is its quarantine reason.
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Any
+from operator import itemgetter
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -163,12 +165,19 @@ class _Checks:
 
     def __init__(self, n: int) -> None:
         self.reason = np.full(n, None, dtype=object)
+        self._open = np.ones(n, dtype=bool)  # no reason yet (a boolean mask: cheaper than reason == None)
 
     def flag(self, mask: np.ndarray, message: Any) -> None:
         """``message`` is a string or a function of the record index."""
-        sel = np.flatnonzero(mask & (self.reason == None))  # noqa: E711 (elementwise)
-        for i in sel:
-            self.reason[i] = message(i) if callable(message) else message
+        sel = np.flatnonzero(mask & self._open)
+        if not len(sel):
+            return
+        self._open[sel] = False
+        if callable(message):
+            for i in sel:
+                self.reason[i] = message(i)
+        else:
+            self.reason[sel] = message
 
     def numeric(self, mask: np.ndarray, name: str, vals: Any, status: np.ndarray, *, required: bool) -> None:
         if required:
@@ -180,13 +189,59 @@ class _Checks:
 
     @property
     def ok(self) -> np.ndarray:
-        return self.reason == None  # noqa: E711
+        return self._open.copy()
 
 
 def _enum_column(vals: list[Any], mapping: dict[str, str]) -> np.ndarray:
     """Map case-insensitive strings to canonical values; anything else to None."""
+    out = np.empty(len(vals), dtype=object)
+    if set(map(type, vals)) <= {str}:  # the common case: one C-level lookup per value
+        seen = {v: mapping.get(v.strip().lower()) for v in set(vals)}
+        out[:] = list(map(seen.__getitem__, vals))
+        return out
     seen = {v: mapping.get(v.strip().lower()) for v in {v for v in vals if type(v) is str}}
-    return np.array([seen.get(v) if type(v) is str else None for v in vals], dtype=object)
+    out[:] = [seen.get(v) if type(v) is str else None for v in vals]
+    return out
+
+
+_MAX_SIGNATURES = 64
+
+
+def _field_values(dicts: list[dict[str, Any]], keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Object arrays of ``keys`` over ``dicts`` (None where a record lacks the key).
+
+    Records are grouped by their exact key sequence (a file's trades, quotes, bars... share one) and each
+    group is read with one ``operator.itemgetter`` per record, a C-level call instead of a ``dict.get`` per
+    field and record. With more than ``_MAX_SIGNATURES`` distinct key sequences (hostile files) it falls back
+    to ``dict.get``; both give the same arrays.
+    """
+    n = len(dicts)
+    out = {k: np.full(n, None, dtype=object) for k in keys}
+    if not n:
+        return out
+    labels: dict[tuple[str, ...], int] = {}
+    gid = np.fromiter(map(labels.setdefault, map(tuple, dicts), itertools.count()), dtype=np.int64, count=n)
+    if len(labels) > _MAX_SIGNATURES:
+        for k in keys:
+            out[k][:] = [d.get(k) for d in dicts]
+        return out
+    holder = np.empty(n, dtype=object)
+    holder[:] = dicts
+    order = np.argsort(gid, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, gid[order][1:] != gid[order][:-1], True])
+    wanted = set(keys)
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        idx = order[a:b]
+        present = [k for k in dicts[idx[0]] if k in wanted]
+        if not present:
+            continue
+        sub = holder[idx]
+        if len(present) == 1:
+            out[present[0]][idx] = np.fromiter(map(itemgetter(present[0]), sub), dtype=object, count=len(idx))
+            continue
+        for k, column in zip(present, zip(*map(itemgetter(*present), sub))):
+            out[k][idx] = np.fromiter(column, dtype=object, count=len(idx))
+    return out
 
 
 _SIDES = {"buy": "BUY", "sell": "SELL"}
@@ -208,9 +263,10 @@ def _validate_json_records(recs: list[Any], lo: np.ndarray, hi: np.ndarray, slug
     ck.flag(dup, lambda i: f"duplicate key(s) {recs[i].duplicates[:5]} in the record: which value is meant is "
                            "ambiguous")
     dicts = [r if o else {} for r, o in zip(recs, is_obj)]
+    fields = _field_values(dicts, ("type", "t", *_NUM_FIELDS, "outcome", "side"))
 
     def col(key: str) -> list[Any]:
-        return [d.get(key) for d in dicts]
+        return fields[key].tolist()
 
     kind_raw = col("type")
     kind = np.array([k if isinstance(k, str) else None for k in kind_raw], dtype=object)
@@ -232,17 +288,10 @@ def _validate_json_records(recs: list[Any], lo: np.ndarray, hi: np.ndarray, slug
     fields_of = {"price": fill | quote, "size": fill, "usdc": fill, "bid": quote, "ask": quote, "open": bar,
                  "high": bar, "low": bar, "close": bar, "volume": bar, "price_start": resolution,
                  "price_end": resolution, "outcome": fill | quote | resolution, "side": fill}
-    subsets: dict[bytes, tuple[np.ndarray, list[dict[str, Any]]]] = {}
-
     def col_for(key: str) -> tuple[np.ndarray, list[Any]]:
         """Indices of the records carrying ``key`` and their values (None where absent)."""
-        mask = fields_of[key]
-        sig = mask.tobytes()
-        if sig not in subsets:
-            idx = np.flatnonzero(mask)
-            subsets[sig] = (idx, [dicts[i] for i in idx])
-        idx, sub = subsets[sig]
-        return idx, [d.get(key) for d in sub]
+        idx = np.flatnonzero(fields_of[key])
+        return idx, fields[key][idx].tolist()
 
     cols: dict[str, np.ndarray] = {"t": t, "type": kind}
     raw: dict[str, _LazyRaw] = {}  # raw values, for messages about bad records only
