@@ -1,25 +1,37 @@
-"""Ingestion throughput: events parsed per second on the default data (30 simulated days).
+"""Ingestion throughput: validated events per second, against the reference parse and the naive baseline.
 
-Usage: python benchmarks/ingest.py [--days 30] [--repeat 3]
+Usage: python benchmarks/ingest.py [--days 30] [--repeat 3] [--no-dask]
 
-Simulates the default data into a temporary folder if the project's data/raw does not hold it, then
-times `load_wallet` end to end (parse + validate + trades/positions/bars) and its parsing stage alone,
-and compares with the naive baseline a user would write first: `pd.DataFrame(json.load(f)["prices"])`
-per file plus `pd.concat` (no validation, no derived tables), in the same run.
+Simulates the default data into a temporary folder if the project's data/raw does not hold it, then times in
+one run:
+
+* ``read_events`` single-process (``workers=1``): orjson where it provably equals the stdlib parse, records
+  read by key signature, the garbage collector paused while parsing;
+* the reference path of the same code (stdlib ``json`` with the duplicate-key hook, the collector running):
+  the parser and allocation behaviour of the code before the fast path, every check identical;
+* the naive baseline a user would write first: ``pd.DataFrame(json.load(f)["prices"])`` per file plus
+  ``pd.concat`` (no validation, no quarantine, no derived tables);
+* scaling: the local process pool with 1 and 2 workers, and a Dask ``LocalCluster`` (127.0.0.1) with 1 and
+  2 worker processes (the cluster's start-up is not timed; scattering the work and gathering it is).
+
+Every parallel result is checked equal to the single-process one. Ratios are printed, not asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from timing import best_of
 
 from workbench import config
-from workbench.data import derive_tables, load_wallet, read_events
+from workbench.data import derive_tables, read, read_events
 from workbench.data.simulate import SimConfig, ensure_simulation
 
 
@@ -28,10 +40,32 @@ def naive(folder: Path) -> int:
     return len(pd.concat(frames, ignore_index=True))
 
 
+@contextlib.contextmanager
+def reference_path() -> Any:
+    """The stdlib parser and a running garbage collector (the ingestion before the fast path)."""
+    fast, bulk = read._fast_loads, read._bulk_allocation
+    read._fast_loads = lambda raw: None
+    read._bulk_allocation = contextlib.nullcontext
+    try:
+        yield
+    finally:
+        read._fast_loads, read._bulk_allocation = fast, bulk
+
+
+def same(a: tuple[pd.DataFrame, ...], b: tuple[pd.DataFrame, ...]) -> bool:
+    try:
+        for x, y in zip(a, b):
+            pd.testing.assert_frame_equal(x, y, check_exact=True)
+    except AssertionError:
+        return False
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster rows")
     args = ap.parse_args()
     cfg = SimConfig(days=args.days)
     raw = config.paths().raw
@@ -40,19 +74,42 @@ def main() -> None:
     ensure_simulation(cfg, raw)
     folder = raw / "merged_trades" / cfg.wallet
     n_files = sum(1 for _ in folder.glob("*.json"))
-    t_parse, (events, _, _) = best_of(lambda: read_events(folder), args.repeat, warmup=False)
-    t_derive, _ = best_of(lambda: derive_tables(events, "15min"), args.repeat, warmup=False)
-    t_full, data = best_of(lambda: load_wallet(folder), args.repeat, warmup=False)
-    t_naive, n_naive = best_of(lambda: naive(folder), args.repeat, warmup=False)
-    n = len(data.events)
-    print(f"data: {n_files:,} files, {n:,} events ({args.days:g} simulated days); best of {args.repeat}")
-    print(f"{'stage':<42}{'seconds':>9}{'events/s':>14}")
-    print(f"{'read + validate (read_events)':<42}{t_parse:>9.2f}{n / t_parse:>14,.0f}")
-    print(f"{'trades, positions, bars (derive_tables)':<42}{t_derive:>9.2f}{n / t_derive:>14,.0f}")
-    print(f"{'end to end (load_wallet)':<42}{t_full:>9.2f}{n / t_full:>14,.0f}")
-    print(f"{'naive pd.DataFrame per file (no checks)':<42}{t_naive:>9.2f}{n_naive / t_naive:>14,.0f}")
-    print(f"ratio read+validate / naive parse: {t_parse / t_naive:.2f}x the naive time "
-          f"({t_naive / t_parse:.2f}x its speed) while validating every record")
+    t_fast, one = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
+    with reference_path():
+        t_ref, ref = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
+    t_naive, n_naive = best_of(lambda: naive(folder), args.repeat)
+    t_derive, _ = best_of(lambda: derive_tables(one[0], "15min"), args.repeat, warmup=False)
+    n = len(one[0])
+    rows: list[tuple[str, float, int, bool]] = [
+        ("read_events, 1 process (fast path)", t_fast, n, True),
+        ("read_events, 1 process (reference parse)", t_ref, n, same(one, ref)),
+        ("naive pd.DataFrame per file (no checks)", t_naive, n_naive, True),
+        ("derive_tables (trades, positions, bars)", t_derive, n, True),
+    ]
+    for w in (1, 2):
+        t, res = best_of(lambda: read_events(folder, progress=False, workers=w), args.repeat)
+        rows.append((f"local process pool, {w} worker(s)", t, n, same(one, res)))  # 1 = in this process
+    if not args.no_dask:
+        from distributed import Client, LocalCluster
+
+        for w in (1, 2):
+            with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, host="127.0.0.1",
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                t, res = best_of(lambda: read_events(folder, progress=False, scheduler=client), args.repeat)
+            rows.append((f"Dask LocalCluster, {w} worker process(es)", t, n, same(one, res)))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"data: {n_files:,} files, {n:,} events ({args.days:g} simulated days); best of {args.repeat}; "
+          f"{cores} cores")
+    print(f"{'stage':<46}{'seconds':>9}{'events/s':>14}  same result")
+    for name, t, k, ok in rows:
+        print(f"{name:<46}{t:>9.2f}{k / t:>14,.0f}  {'yes' if ok else 'NO'}")
+    pool = {name: t for name, t, _, _ in rows}
+    print(f"single process, fast / reference parse: {t_ref / t_fast:.2f}x the events/s")
+    print(f"single process, fast / naive unvalidated: {t_naive / t_fast:.2f}x the events/s")
+    print(f"local pool, 2 workers / 1 worker: {pool['local process pool, 1 worker(s)'] / pool['local process pool, 2 worker(s)']:.2f}x")
+    if not args.no_dask:
+        print(f"Dask, 2 workers / 1 worker: "
+              f"{pool['Dask LocalCluster, 1 worker process(es)'] / pool['Dask LocalCluster, 2 worker process(es)']:.2f}x")
 
 
 if __name__ == "__main__":

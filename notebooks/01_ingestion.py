@@ -35,6 +35,10 @@ WALLET = ""  # wallet folder under data/raw/merged_trades (empty: the only one t
 BAR_INTERVAL = "15min"  # bar size of data/processed/01_ingestion/bars.parquet (pandas offset)
 REAL_DATA = "polymarket_wallets"  # folder under data/external with Data-API CSV exports (empty: skip)
 N_EXAMPLE_MARKETS = 2  # markets drawn in detail
+POPULATION_WALLETS = 500  # simulated wallets in the bucket of section 9 (0: skip the section)
+POPULATION_DAYS = 30.0  # days of markets they trade in
+POPULATION_FDR = 0.10  # false-discovery rate of the leaderboard's discoveries
+READ_WORKERS = 0  # processes reading the bucket (0: one per core)
 
 # %%
 import pandas as pd
@@ -175,3 +179,43 @@ if REAL_DATA:
 # total and merging or redeeming, rather than of directional bets. Eight hours of two wallets are too few
 # to estimate a policy; the simulated trader above is what the later notebooks learn from, and this
 # section shows the pipeline works unchanged on real exports.
+
+# %% [markdown]
+# ## 9. Many wallets: whom to twin
+#
+# A user starts one step earlier than sections 1-7: with a bucket of `merged_trades/<address>/` folders for
+# hundreds of wallets, and the question *which* wallet is worth learning from. A simulated bucket answers it
+# where the truth is known: the same markets, traded by wallets of five hidden kinds - a few **skilled**
+# ones (buy when the true fair value beats the ask by their edge), **latency arbitrageurs** (the same, against
+# stale quotes only), **copy-traders** of a skilled wallet (a 5-40 s delay), **favourite** buyers and
+# **noise** traders (the spread's loss). `workbench.data.population` writes it in the real layout;
+# `read_events` ingests the whole root (in a process pool), and `workbench.data.leaderboard` ranks it.
+#
+# A raw leaderboard ranks by P&L; among hundreds of wallets the top of it is partly luck. Each wallet's mean
+# P&L per market is tested against zero (one-sided t test over its markets), the p-values are adjusted with
+# Benjamini-Hochberg across all wallets, and the ranking puts the **discoveries** first, ordered by the lower
+# bound of their interval. The simulated kinds are read only to score the ranking.
+
+# %%
+if POPULATION_WALLETS:
+    from workbench.data import leaderboard as lb
+    from workbench.data import population
+
+    pop = lb.bucket_study(P.raw, P.processed / "01_population", n_wallets=POPULATION_WALLETS,
+                          days=POPULATION_DAYS, fdr=POPULATION_FDR, workers=READ_WORKERS or None)
+    board = pd.read_parquet(P.processed / "01_population" / "leaderboard.parquet")
+    truth = population.load_population_truth(P.raw / "population")
+    display(pd.json_normalize(pop, sep=" / ").T.rename(columns={0: "value"}))
+    display(board.head(15).merge(truth[["wallet", "kind"]], on="wallet")
+            [["rank", "naive_rank", "wallet", "kind", "markets", "pnl", "roc", "pnl_per_market", "pnl_per_market_lo",
+              "pnl_per_market_hi", "sharpe_per_market", "win_rate", "q_value", "discovery"]])
+    fig = figures.leaderboard(board, truth)
+    plots.save(fig, "01_leaderboard")
+
+# %% [markdown]
+# **Reading the leaderboard.** The table above gives the bucket's size, the wall time of each step on this
+# machine, and `against_truth`: the share of truly skilled wallets (skilled or latency arbitrageur) among the
+# top *k* of each ranking (*k* = the number of skilled wallets) and the discoveries' false-discovery
+# proportion. A discovery is a wallet whose edge the data shows beyond the luck expected among this many
+# wallets; a skilled wallet that trades rarely may not be one, and the ranking then says so rather than
+# guessing. Copy-traders earn part of their leader's edge and are not counted as skilled.

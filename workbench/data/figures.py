@@ -145,3 +145,34 @@ def wallets_pnl(positions: pd.DataFrame, resolutions: pd.DataFrame,
               loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def leaderboard(board: pd.DataFrame, truth: pd.DataFrame | None = None, n: int = 40,
+                title: str = "Wallet leaderboard: mean P&L per market, 95% bootstrap interval") -> plt.Figure:
+    """The top ``n`` wallets of both rankings: the FDR-aware rank (left) and the naive rank by total P&L
+    (right), each wallet's mean P&L per market with its interval; ``truth`` (simulated kinds, evaluation
+    only) colours the points."""
+    kinds = dict(zip(truth["wallet"], truth["kind"])) if truth is not None else {}
+    palette = {"skilled": BUY_COLOR, "latency_arb": "#2a9d8f", "copy": "#e9c46a", "favourite": "#8d99ae",
+               "noise": SELL_COLOR}
+    fig, axes = plt.subplots(1, 2, figsize=fit_width(14, 5), sharey=True)
+    for ax, col, name in ((axes[0], "rank", "FDR-aware rank (discoveries first, by lower bound)"),
+                          (axes[1], "naive_rank", "naive rank (total P&L)")):
+        top = board.nsmallest(n, col)
+        x = np.arange(len(top))
+        colors = [palette.get(kinds.get(w, ""), NEUTRAL) for w in top["wallet"]]
+        ax.errorbar(x, top["pnl_per_market"], yerr=[top["pnl_per_market"] - top["pnl_per_market_lo"],
+                                                     top["pnl_per_market_hi"] - top["pnl_per_market"]],
+                    fmt="none", ecolor="0.6", lw=1)
+        ax.scatter(x, top["pnl_per_market"], c=colors, s=22, zorder=3,
+                   edgecolors=["k" if d else "none" for d in top["discovery"]])
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(xlabel=f"{col.replace('_', ' ')} (black edge: FDR discovery)", title=name)
+    axes[0].set_ylabel("mean P&L per market traded ($)")
+    if kinds:
+        for k, c in palette.items():
+            axes[1].scatter([], [], c=c, label=k)
+        axes[1].legend(title="simulated kind (truth)", fontsize=8, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 MIN_FILES_PER_WORKER = 400  # below this a worker's start-up (~0.3 s) costs more than it saves
 SHARES_PER_WORKER = 4
+FILES_PER_SHARE = 1000  # in one process: files parsed before their records are turned into columns and freed
 
 
 def default_workers(n_files: int) -> int:
@@ -111,9 +112,10 @@ def read_parts(files: Sequence[SourceFile], *, max_file_bytes: int = MAX_FILE_BY
     n = default_workers(len(files)) if workers is None else int(workers)
     if n < 1:
         raise IngestError(f"workers must be at least 1, got {workers}")
-    if n == 1:
-        return [read_part(files, max_file_bytes, progress)]
-    jobs = shares(files, n * SHARES_PER_WORKER)
+    if n == 1:  # in this process, a share at a time: the records of one share are freed before the next
+        jobs = [list(files[i:i + FILES_PER_SHARE]) for i in range(0, len(files), FILES_PER_SHARE)]
+        return [read_part(job, max_file_bytes, False) for job in config.progress(jobs, "file shares", enabled=progress)]
+    jobs = shares(files, max(n * SHARES_PER_WORKER, -(-len(files) // FILES_PER_SHARE)))
     try:
         with ProcessPoolExecutor(max_workers=n, mp_context=_context()) as pool:
             futures = [pool.submit(_packed_part, job, max_file_bytes) for job in jobs]
@@ -135,7 +137,7 @@ def _read_on_dask(files: Sequence[SourceFile], scheduler: object, max_file_bytes
             raise IngestError(f"cannot reach the Dask scheduler {str(scheduler)!r}: {exc}") from None
     try:
         n = max(1, sum(client.nthreads().values()))
-        jobs = shares(files, n * SHARES_PER_WORKER)
+        jobs = shares(files, max(n * SHARES_PER_WORKER, -(-len(files) // FILES_PER_SHARE)))
         futures = client.map(_packed_part, jobs, max_file_bytes=max_file_bytes, pure=False)
         return [_unpacked(p) for p in client.gather(futures)]
     finally:

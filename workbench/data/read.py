@@ -4,9 +4,7 @@ with quarantine rows, exact duplicates and fills given in both formats, the time
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import gc
 import io
 import json
 import math
@@ -14,14 +12,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import orjson
 import pandas as pd
 import pyarrow as pa
 
 from workbench import config
+from workbench.data.fastparse import _bulk_allocation, _fast_loads
 from workbench.data.ledger import DOWN, UP
 from workbench.data.schema import (_ANY_SLUG_RE, _MAX_ABS, _MAX_SLUG, _MIN_MS, _NUM_FIELDS, _TYPE_ORDER,
                                    _WINDOW_SLACK_AFTER_MS, _WINDOW_SLACK_BEFORE_MS, EVENT_COLUMNS, MAX_FILE_BYTES,
@@ -62,45 +60,6 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: set[str] = set()
     out.duplicates = [k for k, _ in pairs if k in seen or seen.add(k)]  # type: ignore[func-returns-value]
     return out
-
-
-_KEY_BEFORE_WS_COLON = re.compile(rb'"[ \t\r\n]+:')
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGIT_RUN = b"0" * 19  # integers of 19+ digits may exceed 64 bits: orjson would return them as floats
-
-
-def _fast_loads(raw: bytes) -> Any:
-    """Parse with orjson when that provably gives what the stdlib parser with duplicate-key detection gives.
-
-    orjson (C/Rust, ~5x faster here) keeps the last value of a repeated key silently, so a parse is accepted
-    only when the document's key tokens can be counted and equal the keys parsed: with no whitespace between a
-    key's closing quote and its colon, every key token contributes one ``":`` byte pair, so
-    ``raw.count(b'":')`` is at least the number of key tokens, and equality with the parsed keys (which can
-    only be fewer when a key repeats) proves there is no repeat. Records must be flat objects (a nested object
-    or a non-object record makes the count differ). Anything else - an orjson error (NaN literals, integers
-    beyond 64 bits, lone surrogates, UTF-16/32, deep nesting), whitespace before a colon, a ``":`` inside a
-    string, a repeated key - returns None and the caller takes the stdlib path, so messages and results are
-    exactly the stdlib's. So does any run of 19 or more digits: orjson turns an integer beyond 64 bits into a
-    float, where the stdlib keeps the integer (and the quarantine message shows it). Returns the document or
-    None.
-    """
-    if _LONG_DIGIT_RUN in raw.translate(_DIGITS_AS_ZERO):
-        return None
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if type(doc) is not dict or _KEY_BEFORE_WS_COLON.search(raw) is not None:
-        return None
-    prices = doc.get("prices")
-    n_keys = len(doc)
-    if type(prices) is list and prices:
-        if set(map(type, prices)) != {dict}:
-            return None
-        n_keys += sum(map(len, prices))
-    if raw.count(b'":') != n_keys:
-        return None
-    return doc
 
 
 def _read_bytes(path: Path, res: "_FileResult", max_bytes: int) -> bytes | None:
@@ -371,24 +330,6 @@ def _concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([a.astype(object), b.astype(object)])
 
 
-@contextlib.contextmanager
-def _bulk_allocation() -> Iterator[None]:
-    """Pause the cyclic garbage collector while millions of small containers are built.
-
-    Parsing allocates a dict per record and a float per field; CPython's generational collector then runs
-    every 2,000 allocations and re-traverses the young objects, which cost a quarter of the reading time.
-    The records hold no reference cycles, so nothing is left for the collector; the previous state is
-    restored on exit (also on error).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 @dataclass
 class _Part:
     """What one worker returns for a share of the files: per-file results (JSON records dropped once
@@ -586,9 +527,11 @@ def _drop_duplicates(events: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str,
     """Quarantine exact repeats of a record (same wallet, market, time and every field), keeping the
     earliest. Data-API rows also compare the transaction hash, so distinct fills of equal size survive."""
     key = [c for c in EVENT_COLUMNS if c not in ("source_file", "record")]
-    # exact repeats share their time and market: compare every field only within such (rare) collisions
+    # exact repeats share wallet, market and time: compare every field only within such (rare) collisions
     slug_code = pd.factorize(events["slug"], use_na_sentinel=True)[0]
-    collide = pd.DataFrame({"t": events["t"].to_numpy(), "s": slug_code}).duplicated(keep=False).to_numpy()
+    wallet_code = pd.factorize(events["wallet"], use_na_sentinel=True)[0]
+    collide = pd.DataFrame({"t": events["t"].to_numpy(), "s": slug_code, "w": wallet_code}
+                           ).duplicated(keep=False).to_numpy()
     if not collide.any():
         return events, []
     dup = np.zeros(len(events), dtype=bool)
