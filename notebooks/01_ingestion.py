@@ -39,6 +39,7 @@ POPULATION_WALLETS = 500  # simulated wallets in the bucket of section 9 (0: ski
 POPULATION_DAYS = 30.0  # days of markets they trade in
 POPULATION_FDR = 0.10  # false-discovery rate of the leaderboard's discoveries
 READ_WORKERS = 0  # processes reading the bucket (0: one per core)
+ASSETS = ["btc"]  # underlyings simulated and studied (btc, eth, sol, xrp, doge); every asset in the files is ingested
 
 # %%
 import pandas as pd
@@ -79,6 +80,7 @@ display(pd.Series(reconciliation, name="count").to_frame())
 display(ingest.quarantine_view(data))
 written = data.write(OUT)
 print({name: len(getattr(data, name)) for name in data.TABLES})
+display(ingest.asset_summary(data, ASSETS))  # one row per underlying; an asset of ASSETS without markets is an error
 
 # %% [markdown]
 # ## 3. The trader

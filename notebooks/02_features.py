@@ -38,6 +38,7 @@ VOL_WINDOW = 60  # bars in the volatility windows of the feature table
 RSI_WINDOW = 14  # bars in the RSI
 BB_WINDOW = 20  # bars in the Bollinger bands
 VOLUME_WINDOW = 240  # bars in the volume z-score window
+ASSETS = ["btc"]  # underlyings to build features for; the first one's table is the one notebooks 03-09 use
 
 # %%
 import json
@@ -89,24 +90,29 @@ summary_real = fracdiff.summary_table(results)
 display(summary_real.round(4))
 
 # %% [markdown]
-# ## 3. The project's data: the simulated BTC path
+# ## 3. The project's data: the simulated underlyings
 #
-# The feature table of the later notebooks is built on the underlying BTC/USD bars of notebook 01's
-# events, at `FEATURE_INTERVAL`. To keep it causal, *d** is chosen on the first `TRAIN_FRACTION` of the
-# period only (the training period of notebook 04) and then applied to the whole series.
+# The feature table of the later notebooks is built on the underlying's bars of notebook 01's events, at
+# `FEATURE_INTERVAL`, one table per asset of `ASSETS` (BTC only by default). To keep it causal, each asset's
+# *d** is chosen on the first `TRAIN_FRACTION` of its own period only (the training period of notebook 04) and
+# then applied to its whole series; nothing is pooled across assets, whose price levels and volatility regimes
+# differ.
 
 # %%
 data = ingest.WalletData.read(P.processed / "01_ingestion")
 bars = ingest.rebar(data, FEATURE_INTERVAL)
-ohlcv = features.ohlcv(bars)
-train_end = ohlcv.index[int(TRAIN_FRACTION * (len(ohlcv) - 1))]
-log_train = np.log(ohlcv["close"].loc[:train_end]).dropna()
-res_sim = fracdiff.min_d(log_train, threshold=THRESHOLD, resolution=RESOLUTION)
+by_asset = features.asset_features(bars, ASSETS, train_fraction=TRAIN_FRACTION, threshold=THRESHOLD,
+                                   resolution=RESOLUTION, vol_window=VOL_WINDOW, rsi_window=RSI_WINDOW,
+                                   bb_window=BB_WINDOW, volume_window=VOLUME_WINDOW)
+primary = by_asset.primary
+res_sim, train_end, feat = by_asset.min_d[primary], by_asset.train_end[primary], by_asset.tables[primary]
 d_sim = res_sim.d_star
-results_all = {**results, f"simulated BTC {FEATURE_INTERVAL} (training period)": res_sim}
+log_train = feat["log_close"].loc[:train_end].dropna()
+display(by_asset.summary())
+results_all = {**results, f"simulated {primary.upper()} {FEATURE_INTERVAL} (training period)": res_sim}
 summary = fracdiff.summary_table(results_all)
 display(summary.round(4))
-plots.save(figures.min_d_figure(res_sim.curve, d_sim, f"Simulated BTC {FEATURE_INTERVAL}, training period"),
+plots.save(figures.min_d_figure(res_sim.curve, d_sim, f"Simulated {primary.upper()} {FEATURE_INTERVAL}, training period"),
            "02_min_d_sim")
 print(f"d* = {d_sim} on {len(log_train):,} bars up to {train_end}")
 
@@ -119,17 +125,18 @@ print(f"d* = {d_sim} on {len(log_train):,} bars up to {train_end}")
 # intervals above show how uncertain *d** is.
 
 # %%
-feat = features.price_features(ohlcv, d_sim, ffd_threshold=THRESHOLD, vol_window=VOL_WINDOW, rsi_window=RSI_WINDOW,
-                               bb_window=BB_WINDOW, volume_window=VOLUME_WINDOW)
 feat.to_parquet(OUT / "features.parquet")
-meta = {"interval": FEATURE_INTERVAL, "d_star": d_sim, "ffd_threshold": THRESHOLD, "train_end": str(train_end),
+by_asset.stacked().to_parquet(OUT / "features_by_asset.parquet")  # every asset of ASSETS, keyed by `underlying`
+by_asset.summary().to_csv(OUT / "min_d_by_asset.csv")
+meta = {"interval": FEATURE_INTERVAL, "asset": primary, "assets": list(by_asset.tables), "d_star": d_sim,
+        "d_star_by_asset": by_asset.d_star, "ffd_threshold": THRESHOLD, "train_end": str(train_end),
         "train_fraction": TRAIN_FRACTION, "windows": {"vol": VOL_WINDOW, "rsi": RSI_WINDOW, "bb": BB_WINDOW,
                                                       "volume": VOLUME_WINDOW},
         "columns": list(feat.columns), "rows": len(feat)}
 (OUT / "features.json").write_text(json.dumps(meta, indent=2))
 summary.to_csv(OUT / "min_d_summary.csv")
 display(feat.describe().T.round(4))
-plots.save(figures.indicators_figure(feat, f"Simulated BTC {FEATURE_INTERVAL}: features (last bars)"), "02_indicators");
+plots.save(figures.indicators_figure(feat, f"Simulated {primary.upper()} {FEATURE_INTERVAL}: features (last bars)"), "02_indicators");
 
 # %% [markdown]
 # ## 4. Yang-Zhang against close-to-close volatility
@@ -137,17 +144,18 @@ plots.save(figures.indicators_figure(feat, f"Simulated BTC {FEATURE_INTERVAL}: f
 # Yang-Zhang combines the opening jump, the open-to-close move and the Rogers-Satchell range term,
 # `σ² = σ_O² + k σ_C² + (1 − k) σ_RS²`, `k = 0.34 / (1.34 + (n+1)/(n−1))`; it is unbiased for a drifting
 # Brownian motion with opening jumps and far less noisy than close-to-close. On the simulated data we also
-# know the true volatility of every 15-minute market (from the simulator's truth folder, read here only to
+# know the true volatility of every 15-minute market of every asset (from the simulator's truth folder, read here only to
 # score the estimators).
 
 # %%
-b15 = features.ohlcv(data.bars)
+b15 = features.ohlcv(data.bars, underlying=primary)
 yz15 = features.yang_zhang(b15, window=16)
 cc15 = features.close_to_close(b15["close"], window=16)
-truth = simulate.true_volatility(P.raw, data.events["wallet"].iloc[0]).reindex(b15.index)
-scores = features.score_volatility({"Yang-Zhang": yz15, "close-to-close": cc15}, truth)
+wallet = data.events["wallet"].iloc[0]
+truth = simulate.true_volatility(P.raw, wallet, primary).reindex(b15.index)
+scores = features.volatility_by_asset(data.bars, {a: simulate.true_volatility(P.raw, wallet, a) for a in by_asset.tables})
 display(scores.round(3))
-plots.save(figures.volatility_figure(yz15, cc15, "Simulated BTC 15-min bars: volatility (16-bar window)", truth), "02_vol_sim")
+plots.save(figures.volatility_figure(yz15, cc15, f"Simulated {primary.upper()} 15-min bars: volatility (16-bar window)", truth), "02_vol_sim")
 yz_btc = features.yang_zhang(btc, window=24)
 cc_btc = features.close_to_close(btc["close"], window=24)
 plots.save(figures.volatility_figure(yz_btc, cc_btc, "Coinbase BTC/USD hourly: volatility (24-bar window)"), "02_vol_coinbase");

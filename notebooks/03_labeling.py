@@ -30,6 +30,7 @@
 VOL_LOOKBACK = 100  # span of the EWM daily-volatility estimate (AFML snippet 3.1)
 CUSUM_H = 0.02  # symmetric CUSUM threshold on log returns (dollar-bar pipeline)
 PT_SL = [1.0, 1.0]  # profit-taking and stop-loss multiples of the target
+ASSETS = ["btc"]  # underlyings studied; this notebook studies the first (notebook 01 ingests every asset there is)
 MIN_RET = 0.005  # minimum target of an event
 SLIDER_VERTICAL_BARS = 30  # default vertical barrier of the slider UI, in one-minute bars
 SLIDER_H = 0.0015  # CUSUM threshold for the events shown on the simulated BTC path
@@ -104,7 +105,7 @@ ui.barrier_sliders(btc, btc_events, btc_vol, pt=PT_SL[0], sl=PT_SL[1], vertical=
 # market's end, and the label is a meta-label: 1 if the trade's direction earned money at the first touch.
 
 # %%
-data = ingest.WalletData.read(P.processed / "01_ingestion")
+data = ingest.WalletData.read(P.processed / "01_ingestion").select(ASSETS[:1])
 entries = labeling.fill_entries(data.trades)
 trade_labels = labeling.label_trades(data.events, entries, pt_sl=(0.12, 0.15))
 trade_labels.to_parquet(OUT / "trade_labels.parquet")

@@ -34,6 +34,7 @@
 STEP = "1min"  # step length (pandas offset)
 STEP_OFFSET = "5s"  # steps start this long after each grid point (the trader's decision instants)
 WINDOW = 128  # steps per sequence
+ASSETS = ["btc"]  # underlyings studied; this notebook studies the first (notebook 01 ingests every asset there is)
 TRAIN_STRIDE = 16  # step between training windows (validation and test windows do not overlap)
 TRAIN_FRACTION = 0.6  # first share of steps for training
 VAL_FRACTION = 0.2  # next share for validation; the rest is the test period
@@ -79,7 +80,7 @@ OUT = P.processed / "04_twin"
 OUT.mkdir(parents=True, exist_ok=True)
 pd.set_option("display.max_columns", 30, "display.width", 200)
 t_start = time.perf_counter()
-data01 = ingest.WalletData.read(P.processed / "01_ingestion")
+data01 = ingest.WalletData.read(P.processed / "01_ingestion").select(ASSETS[:1])
 features = pd.read_parquet(P.processed / "02_features" / "features.parquet")
 levels = sequences.ExitLevels.from_json(P.processed / "03_labeling" / "exit_barriers.json")
 bars = ingest.rebar(data01, STEP, STEP_OFFSET)
@@ -110,8 +111,8 @@ print(f"exit levels from notebook 03: take profit +{levels.take_profit:.2f}, sto
 
 # %%
 display(steps[list(sequences.TRADER_FEATURES[:5]) + list(sequences.TRADER_FEATURES[6:])].describe().T[["mean", "std", "min", "max"]])
-decisions, _ = simulate.load_truth(P.raw, wallet)
-sim_cfg = simulate.load_sim_config(P.raw, wallet)
+decisions, _ = simulate.load_truth(P.raw, wallet, data01.events["underlying"].iloc[0])
+sim_cfg = simulate.load_sim_config(P.raw, wallet, data01.events["underlying"].iloc[0])
 seed_data = study.prepare(steps, features="seed", **split_kw)
 display(pd.DataFrame({"seed (17)": study.hidden_score_r2(seed_data, decisions),
                       "trader (12)": study.hidden_score_r2(data, decisions)}).round(3))

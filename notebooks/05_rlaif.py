@@ -35,6 +35,7 @@
 DECISION_EVERY = 7  # steps (minutes) between decision points; co-prime with 15, so they visit every minute of a market
 RLAIF_EVERY = 2  # every k-th decision point gets the full candidate set (outcomes, pairs, reward models)
 MISTAKE_SOURCES = 2  # analyses with controlled mistakes per decision point
+ASSETS = ["btc"]  # underlyings studied; this notebook studies the first (notebook 01 ingests every asset there is)
 HOLD_MINUTES = 10  # maximum holding time of a tracked position
 METRIC = "risk_adjusted"  # preference metric: return, sharpe or risk_adjusted (return over 1 + abs(max drawdown))
 MIN_MARGIN = 0.02  # minimum metric difference of a kept pair (Up-price units per share)
@@ -86,7 +87,7 @@ OUT = P.processed / "05_rlaif"
 OUT.mkdir(parents=True, exist_ok=True)
 pd.set_option("display.max_columns", 30, "display.width", 200)
 cfg = rlconfig.load_config()
-data01 = ingest.WalletData.read(P.processed / "01_ingestion")
+data01 = ingest.WalletData.read(P.processed / "01_ingestion").select(ASSETS[:1])
 steps = pd.read_parquet(P.processed / "04_twin" / "steps.parquet")
 meta04 = json.loads((P.processed / "04_twin" / "twin.json").read_text())
 data = twin_study.from_meta(steps, meta04)
@@ -148,7 +149,7 @@ by_source, exits = study.outcome_table(decisions, outs)
 display(by_source.round(4))
 display(exits.to_frame())
 wallet = data01.events["wallet"].iloc[0]
-true_path = rlaif_truth.TruePath(simulate.load_sim_config(P.raw, wallet))  # evaluation only
+true_path = rlaif_truth.TruePath(simulate.load_sim_config(P.raw, wallet, data01.events["underlying"].iloc[0]))  # evaluation only
 ev = rlaif_truth.expected_values(decisions, true_path)
 realised = {i: o.ret for i, o in outs.items()}
 print(f"expected value per share by source (simulator truth):",

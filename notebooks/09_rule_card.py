@@ -39,6 +39,7 @@
 N_DRAWS = 48  # quasi-random draws of the unseen seconds per step (change points and model choice)
 N_DRAWS_FINAL = 128  # draws of the final fit, its intervals and predictions (the simulated likelihood's bias shrinks with them)
 QUOTE_NOISE = None  # cents: the quote model (None: fitted by maximum likelihood of the quotes, training period)
+ASSETS = ["btc"]  # underlyings studied; this notebook studies the first (notebook 01 ingests every asset there is)
 QUOTE_NOISE_GRID = [1.0, 2.0, 4.0]  # cents: other quote noises, to show how the price terms depend on it
 SIGMA_NOISE = None  # sd of log(true / estimated volatility) in the draws (None: fitted with the quote model)
 ALPHA = 0.01  # level of the likelihood-ratio tests of model choice
@@ -72,7 +73,7 @@ pd.set_option("display.max_columns", 30, "display.width", 200)
 t_start = time.perf_counter()
 steps, meta, _ = agent_study.load_inputs()
 data = twin_study.from_meta(steps, meta)
-data01 = ingest.WalletData.read(P.processed / "01_ingestion")
+data01 = ingest.WalletData.read(P.processed / "01_ingestion").select(ASSETS[:1])
 wallet = data01.events["wallet"].iloc[0]
 d, train_markets, fitted = study.wallet_terms(data01, data.steps, data.actions, data.thresholds.strong, data.rows("train"),
                                               sigma_noise=SIGMA_NOISE, quote_noise=QUOTE_NOISE, n_draws=N_DRAWS, seed=SEED)

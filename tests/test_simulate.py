@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from workbench.data.simulate import ACTIONS, SimConfig, load_truth, ordered_logit_probs, simulate, simulate_btc_path
+from workbench.data.simulate import ACTIONS, SimConfig, load_truth, ordered_logit_probs, simulate, simulate_path
 
 
 def _digest(folder) -> str:
@@ -56,7 +56,7 @@ def test_files_follow_the_input_format(small_sim):
 
 def test_btc_path_is_realistic():
     cfg = SimConfig(days=30, seed=7)
-    price, sigma, regime = simulate_btc_path(cfg)
+    price, sigma, regime = simulate_path(cfg)
     one_min = np.diff(np.log(price[::60]))
     ann_vol = one_min.std() * np.sqrt(365 * 24 * 60)
     assert 0.35 < ann_vol < 0.80  # BTC's usual range

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import yaml
 
 from workbench import atomic, config
+from workbench.data.schema import normalise_assets
 from workbench.data.simulate import SimConfig, ensure_simulation
 
 #: Packages whose versions go into every manifest.
@@ -71,8 +72,17 @@ class Profile:
                    simulate=dict(raw.get("simulate") or {}), parameters=dict(raw.get("parameters") or {}),
                    notebooks=notebooks)
 
-    def sim_config(self) -> SimConfig:
-        return SimConfig(**self.simulate)
+    def sim_config(self, overrides: dict[str, Any] | None = None) -> SimConfig:
+        """The simulation of this profile. Its underlyings are the ``ASSETS`` parameter (``-p ASSETS``, then the
+        profile's global ``parameters``), else ``simulate.assets``, else BTC only; names as in
+        :func:`normalise_assets`."""
+        sim = dict(self.simulate)
+        assets = (overrides or {}).get("ASSETS", self.parameters.get("ASSETS", sim.pop("assets", None)))
+        sim.pop("assets", None)
+        try:
+            return SimConfig(**sim, **({"assets": normalise_assets(assets)} if assets else {}))
+        except (TypeError, ValueError) as exc:
+            raise ChainError(f"profile {self.name!r}: bad simulate settings: {exc}") from None
 
 
 def discover_notebooks(folder: Path | None = None) -> list[Path]:
@@ -206,7 +216,7 @@ def run_chain(profile: str = "default", *, only: Sequence[str] | None = None,
     config.set_offline()
 
     t0 = time.perf_counter()
-    sim_cfg = prof.sim_config()
+    sim_cfg = prof.sim_config(overrides)
     made = ensure_simulation(sim_cfg, paths.raw)
     manifest["simulation"] = {"config": sim_cfg.to_dict(), "wallet": sim_cfg.wallet,
                               "generated": made is not None, "seconds": round(time.perf_counter() - t0, 3)}

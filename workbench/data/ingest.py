@@ -40,7 +40,7 @@ import pandas as pd
 from workbench import atomic
 from workbench.data.ledger import UP
 from workbench.data.read import read_events
-from workbench.data.schema import COMPLETION_RECORD, INGEST_FORMAT, IngestError, ReconciliationError
+from workbench.data.schema import COMPLETION_RECORD, INGEST_FORMAT, IngestError, ReconciliationError, normalise_assets
 from workbench.data.tables import build_bars, build_positions, build_trades, infer_resolutions, up_marks
 
 
@@ -113,6 +113,34 @@ class WalletData:
         written["meta"] = out / COMPLETION_RECORD
         written[PARTITIONED] = out / PARTITIONED
         return written
+
+    def select(self, assets: Sequence[str] | None) -> "WalletData":
+        """The tables restricted to the markets of ``assets`` (underlyings, e.g. a notebook's ``ASSETS``).
+
+        ``None`` returns ``self``. Files (and their quarantine rows) of other underlyings leave with their
+        markets, so the counts still reconcile for what is kept; a quarantined file whose market is unknown
+        is kept. A requested asset without a single market raises ``ValueError``.
+        """
+        if assets is None:
+            return self
+        wanted = set(normalise_assets(assets))
+        have = set(self.events["underlying"].dropna().unique())
+        if wanted - have:
+            raise ValueError(f"asset(s) {sorted(wanted - have)} have no market in the data; found {sorted(have)}")
+        slugs = set(self.events.loc[self.events["underlying"].isin(wanted), "slug"].unique())
+        other = set(self.events["slug"].unique()) - slugs
+        files = self.files[~self.files["slug"].isin(other)]
+        keep_src = set(files["source_file"])
+        return WalletData(
+            events=self.events[self.events["underlying"].isin(wanted)].reset_index(drop=True),
+            trades=self.trades[self.trades["underlying"].isin(wanted)].reset_index(drop=True),
+            positions=self.positions[self.positions["slug"].isin(slugs)].reset_index(drop=True),
+            bars=self.bars[self.bars["underlying"].isin(wanted)].reset_index(drop=True),
+            quarantine=self.quarantine[self.quarantine["source_file"].isin(keep_src)
+                                       | (self.quarantine["level"] == "path")].reset_index(drop=True),
+            files=files.reset_index(drop=True),
+            resolutions=self.resolutions[self.resolutions["slug"].isin(slugs)].reset_index(drop=True),
+            bar_interval=self.bar_interval)
 
     @classmethod
     def read(cls, folder: str | os.PathLike[str], verify: bool = False) -> "WalletData":
@@ -279,6 +307,31 @@ def wallet_summary(data: WalletData) -> pd.DataFrame:
         "merges": pos[pos["event"] == "merge"].groupby("wallet").size(),
     }).fillna({"merges": 0})
     return out
+
+
+def asset_summary(data: WalletData, assets: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per underlying: markets, events, fills, volume and P&L of the wallet(s) in ``data``.
+
+    ``assets`` (e.g. a notebook's ``ASSETS``) must all be present: a requested asset without a single market
+    raises ``ValueError`` naming it and the assets found, rather than giving an empty study downstream.
+    """
+    ev, tr = data.events, data.trades
+    slug_asset = ev.drop_duplicates("slug").set_index("slug")["underlying"]
+    last = data.positions.groupby("slug").last() if len(data.positions) else pd.DataFrame(columns=["total_pnl"])
+    pnl = last["total_pnl"].groupby(slug_asset.reindex(last.index)).sum() if len(last) else pd.Series(dtype=float)
+    g = ev.groupby("underlying")
+    out = pd.DataFrame({
+        "markets": g["slug"].nunique(), "events": g.size(),
+        "first": pd.to_datetime(g["t"].min(), unit="ms", utc=True),
+        "last": pd.to_datetime(g["t"].max(), unit="ms", utc=True),
+        "fills": tr.groupby("underlying").size(), "markets_traded": tr.groupby("underlying")["slug"].nunique(),
+        "volume_usdc": tr.groupby("underlying")["usdc"].sum(), "total_pnl": pnl,
+    }).fillna({"fills": 0, "markets_traded": 0, "volume_usdc": 0.0, "total_pnl": 0.0})
+    out.index.name = "underlying"
+    missing = [a for a in normalise_assets(assets or []) if a not in out.index]
+    if missing:
+        raise ValueError(f"asset(s) {missing} have no market in the data; found {sorted(out.index)}")
+    return out.astype({"fills": int, "markets_traded": int})
 
 
 def busiest_markets(trades: pd.DataFrame, n: int = 2) -> list[str]:

@@ -33,7 +33,7 @@ import pandas as pd
 
 from workbench import atomic
 from workbench.data.ledger import DOWN, UP
-from workbench.data.simulate import _WARMUP_S, MARKET_SECONDS, SimConfig, fair_up, simulate_btc_path, simulate_market
+from workbench.data.simulate import _WARMUP_S, MARKET_SECONDS, SimConfig, fair_up, simulate_market, simulate_path
 
 KINDS = ("skilled", "latency_arb", "copy", "favourite", "noise")
 SKILLED_KINDS = ("skilled", "latency_arb")  # positive expected edge by construction
@@ -124,7 +124,7 @@ def simulate_population(cfg: PopulationConfig, root: str | os.PathLike[str], *, 
     root = Path(root)
     market_cfg = replace(cfg.market, trader=replace(cfg.market.trader, participation=0.0))
     wallets = _wallets(cfg)
-    price, sigma, regime = simulate_btc_path(market_cfg)
+    price, sigma, regime = simulate_path(market_cfg)
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "simulator_truth").mkdir(parents=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -44,7 +44,15 @@ _TITLE_RE = re.compile(
     r" (?P<day>\d{1,2}), (?P<h1>\d{1,2})(?::(?P<m1>\d{2}))?(?P<ap1>AM|PM)"
     r"(?:-(?P<h2>\d{1,2})(?::(?P<m2>\d{2}))?(?P<ap2>AM|PM))? ET")
 _UNDERLYING = {"bitcoin": "btc", "ethereum": "eth", "solana": "sol", "btc": "btc", "eth": "eth",
-               "sol": "sol", "xrp": "xrp"}
+               "sol": "sol", "xrp": "xrp", "dogecoin": "doge", "doge": "doge"}
+
+
+def normalise_assets(assets: Sequence[str] | str) -> tuple[str, ...]:
+    """Asset names as the simulator and the slugs spell them: ``"BTC-USD"``, ``"BTC"`` and ``"btc"`` are
+    ``"btc"``, and so is ``"bitcoin"`` (document 000 writes ``--symbols BTC-USD ETH-USD``). One string is one asset."""
+    items = [assets] if isinstance(assets, str) else list(assets)
+    names = (str(a).strip().lower().split("-")[0] for a in items)
+    return tuple(_UNDERLYING.get(n, n) for n in names)
 
 
 COMPLETION_RECORD = "ingest.json"  # written last into an output folder: its presence means the folder is complete

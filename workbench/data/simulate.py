@@ -1,10 +1,14 @@
-"""A Polymarket "Bitcoin Up or Down" 15-minute market simulator with a hidden trader.
+"""A Polymarket "Up or Down" 15-minute market simulator (BTC, and ETH, SOL, XRP, DOGE) with a hidden trader.
 
 The real per-wallet files this project is designed for are private, so the default data is simulated,
 written in exactly the input format::
 
-    data/raw/merged_trades/<address>/btc-updown-15m-<start_unix>_prices.json
-    {"slug": "btc-updown-15m-<start_unix>", "prices": [{"t": <ms>, "type": ..., ...}, ...]}
+    data/raw/merged_trades/<address>/<asset>-updown-15m-<start_unix>_prices.json
+    {"slug": "<asset>-updown-15m-<start_unix>", "prices": [{"t": <ms>, "type": ..., ...}, ...]}
+
+``SimConfig.assets`` names the underlyings (default ``("btc",)``); each has its own path with the price level
+and volatility regime of :data:`ASSET_PROFILES`, its own markets over the same 15-minute slots, and the trader
+trades all of them with the same hidden policy (inventory is per market).
 
 Event types written (``t`` is always the UTC millisecond at which the record became observable):
 
@@ -37,7 +41,7 @@ training never reads), the policy's true action probabilities at every decision 
 summary, so that later notebooks can measure how well a twin recovers the policy.
 
 Same configuration and seed give the same bytes: every market draws from its own
-``numpy.random.default_rng([seed, stream, market_index])`` stream.
+``numpy.random.default_rng([seed, stream, market_index, asset])`` stream (no asset word for BTC).
 """
 
 from __future__ import annotations
@@ -97,6 +101,42 @@ class TraderPolicy:
     latency_ms: tuple[int, int] = (200, 1200)  # decision-to-fill delay range
 
 
+#: Per-underlying path settings (price level and volatility regime) that replace :class:`SimConfig`'s own, which
+#: are BTC's. Long-run annualised volatilities follow the usual ordering of these coins (BTC < ETH < SOL, XRP,
+#: DOGE); the stream number keeps each asset's random draws apart (BTC keeps the streams it always had).
+ASSET_PROFILES: dict[str, dict[str, Any]] = {
+    "btc": {"stream": 0},
+    "eth": {"stream": 1, "s0": 3_400.0, "annual_vol": 0.65, "regime_mult": (0.7, 1.8), "jumps_per_day": 5.0,
+            "jump_sd": 0.004},
+    "sol": {"stream": 2, "s0": 180.0, "annual_vol": 0.85, "regime_mult": (0.7, 1.9), "jumps_per_day": 6.0,
+            "jump_sd": 0.005, "logvol_sd": 0.40},
+    "xrp": {"stream": 3, "s0": 2.30, "annual_vol": 0.80, "regime_mult": (0.65, 2.0), "jumps_per_day": 6.0,
+            "jump_sd": 0.006, "logvol_sd": 0.45},
+    "doge": {"stream": 4, "s0": 0.32, "annual_vol": 0.95, "regime_mult": (0.65, 2.1), "jumps_per_day": 7.0,
+             "jump_sd": 0.007, "logvol_sd": 0.45},
+}
+
+
+def asset_config(cfg: "SimConfig", asset: str) -> "SimConfig":
+    """The configuration of one underlying of ``cfg``: its :data:`ASSET_PROFILES` settings over ``cfg``'s (for
+    ``"btc"``, ``cfg``'s own path settings), with ``assets=(asset,)``. Wallet, seed, period and trader are
+    shared."""
+    over = {k: v for k, v in ASSET_PROFILES[asset].items() if k != "stream"}
+    return replace(cfg, assets=(asset,), **over)
+
+
+def _stream(cfg: "SimConfig") -> list[int]:
+    """Extra seed words of ``cfg``'s primary asset: none for BTC, so BTC's draws never changed."""
+    code = int(ASSET_PROFILES[cfg.assets[0]]["stream"])
+    return [code] if code else []
+
+
+def price_decimals(s0: float) -> int:
+    """Decimals at which an underlying's prices are written: at least two and at least six significant digits
+    (BTC 95,000 -> 2, ETH 3,400 -> 2, SOL 180 -> 3, XRP 2.3 -> 5, DOGE 0.32 -> 6)."""
+    return max(2, 5 - int(math.floor(math.log10(abs(s0)))))
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """Simulation parameters. ``days`` may be fractional (one market every 15 minutes)."""
@@ -122,6 +162,13 @@ class SimConfig:
     background_trades: float = 30.0  # mean fills by other wallets per market
     informed_share: float = 0.35  # share of background fills that trade towards the fair value
     trader: TraderPolicy = field(default_factory=TraderPolicy)
+    assets: tuple[str, ...] = ("btc",)  # underlyings simulated (keys of ASSET_PROFILES); the first is the primary
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.assets if a not in ASSET_PROFILES]
+        if not self.assets or bad or len(set(self.assets)) != len(self.assets):
+            raise ValueError(f"SimConfig.assets must be distinct names from {sorted(ASSET_PROFILES)}, "
+                             f"got {list(self.assets)!r}")
 
     @property
     def n_markets(self) -> int:
@@ -143,7 +190,10 @@ class SimConfig:
         return "0x" + hashlib.sha256(f"workbench-sim-trader-{self.seed}".encode()).hexdigest()[:40]
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        d = json.loads(json.dumps(asdict(self)))
+        if tuple(self.assets) == ("btc",):  # BTC only: the record of simulations made before assets existed
+            d.pop("assets")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SimConfig":
@@ -155,10 +205,10 @@ class SimConfig:
 
 
 # ------------------------------------------------------------------------------------------------
-# BTC path
+# The underlying's path
 # ------------------------------------------------------------------------------------------------
-def simulate_btc_path(cfg: SimConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Simulate the 1-second BTC/USD path.
+def simulate_path(cfg: SimConfig, asset: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Simulate the 1-second path of one underlying (``asset``, default ``cfg.assets[0]``, BTC by default).
 
     Returns
     -------
@@ -169,7 +219,8 @@ def simulate_btc_path(cfg: SimConfig) -> tuple[np.ndarray, np.ndarray, np.ndarra
     regime : ndarray of int8, shape (n_seconds + 1,)
         0 calm, 1 turbulent.
     """
-    rng = np.random.default_rng([cfg.seed, 0])
+    cfg = asset_config(cfg, asset or cfg.assets[0])
+    rng = np.random.default_rng([cfg.seed, 0, *_stream(cfg)])
     n_sec = _WARMUP_S + cfg.n_markets * MARKET_SECONDS
     n_min = n_sec // 60 + 1
     # regime chain per minute
@@ -250,15 +301,18 @@ class _MarketOutput:
 
 def simulate_market(cfg: SimConfig, k: int, price: np.ndarray, sigma: np.ndarray,
                     regime: np.ndarray) -> _MarketOutput:
-    """Simulate market ``k`` (quotes, background fills, BTC bars, the trader, the resolution)."""
+    """Simulate market ``k`` of ``cfg``'s primary asset (quotes, background fills, the underlying's bars, the
+    trader, the resolution). ``price``, ``sigma`` and ``regime`` are that asset's path (:func:`simulate_path`)."""
+    cfg = asset_config(cfg, cfg.assets[0])
     tp = cfg.trader
-    rng = np.random.default_rng([cfg.seed, 1, k])
+    rng = np.random.default_rng([cfg.seed, 1, k, *_stream(cfg)])
+    dp = price_decimals(cfg.s0)
     s_unix = cfg.start_unix + k * MARKET_SECONDS
     s_ms = s_unix * 1000
     i0 = _WARMUP_S + k * MARKET_SECONDS  # index of the market's open in the path
     p_start, p_end = float(price[i0]), float(price[i0 + MARKET_SECONDS])
     winner = UP if p_end >= p_start else DOWN
-    slug = f"btc-updown-15m-{s_unix}"
+    slug = f"{cfg.assets[0]}-updown-15m-{s_unix}"
     events: list[dict[str, Any]] = []
 
     # ---- market-maker quotes -----------------------------------------------------------------
@@ -318,8 +372,8 @@ def simulate_market(cfg: SimConfig, k: int, price: np.ndarray, sigma: np.ndarray
     volume = np.round(np.exp(rng.normal(np.log(8.0), 0.5, size=15)) * vol_scale, 4)
     for m in range(15):
         events.append({"t": s_ms + 60_000 * m + 59_999, "type": "bar", "start": s_ms + 60_000 * m,
-                       "open": round(float(seg[m, 0]), 2), "high": round(float(seg[m].max()), 2),
-                       "low": round(float(seg[m].min()), 2), "close": round(float(seg[m, -1]), 2),
+                       "open": round(float(seg[m, 0]), dp), "high": round(float(seg[m].max()), dp),
+                       "low": round(float(seg[m].min()), dp), "close": round(float(seg[m, -1]), dp),
                        "volume": float(volume[m])})
 
     # ---- the studied wallet --------------------------------------------------------------------
@@ -390,10 +444,10 @@ def simulate_market(cfg: SimConfig, k: int, price: np.ndarray, sigma: np.ndarray
         })
     settle_pnl = pos.settle(s_ms + MARKET_SECONDS * 1000, winner)
     events.append({"t": s_ms + MARKET_SECONDS * 1000, "type": "resolution", "outcome": winner,
-                   "price_start": round(p_start, 2), "price_end": round(p_end, 2)})
+                   "price_start": round(p_start, dp), "price_end": round(p_end, dp)})
     type_order = {"bar": 0, "price_change": 1, "last_trade_price": 2, "trade": 3, "resolution": 4}
     events.sort(key=lambda ev: (ev["t"], type_order[ev["type"]]))
-    summary = {"slug": slug, "start": s_ms, "end": s_ms + MARKET_SECONDS * 1000, "price_start": p_start,
+    summary = {"slug": slug, "underlying": cfg.assets[0], "start": s_ms, "end": s_ms + MARKET_SECONDS * 1000, "price_start": p_start,
                "price_end": p_end, "winner": winner, "sigma_mean": float(sigma[i0: i0 + MARKET_SECONDS].mean()),
                "turbulent_share": float(regime[i0: i0 + MARKET_SECONDS].mean()), "active": active,
                "n_trades": n_trades, "realized_pnl": pos.realized, "settlement_pnl": settle_pnl,
@@ -448,29 +502,33 @@ def simulate(cfg: SimConfig, raw_dir: Path, *, progress: bool = False) -> Simula
     for p in (tmp_wallet, tmp_truth):
         shutil.rmtree(p, ignore_errors=True)
         p.mkdir(parents=True)
-    price, sigma, regime = simulate_btc_path(cfg)
     from tqdm.auto import tqdm
 
     decisions: list[dict[str, Any]] = []
     summaries: list[dict[str, Any]] = []
     n_events = 0
-    for k in tqdm(range(cfg.n_markets), desc="markets", disable=not progress):
-        out = simulate_market(cfg, k, price, sigma, regime)
-        slug = out.summary["slug"]
-        payload = json.dumps({"slug": slug, "prices": out.events}, separators=(",", ":"))
-        (tmp_wallet / f"{slug}_prices.json").write_text(payload)
-        decisions.extend(out.decisions)
-        summaries.append(out.summary)
-        n_events += len(out.events)
+    for asset in cfg.assets:  # each underlying has its own path; the trader trades every asset's markets
+        acfg = asset_config(cfg, asset)
+        price, sigma, regime = simulate_path(acfg)
+        for k in tqdm(range(cfg.n_markets), desc=f"{asset} markets", disable=not progress):
+            out = simulate_market(acfg, k, price, sigma, regime)
+            slug = out.summary["slug"]
+            payload = json.dumps({"slug": slug, "prices": out.events}, separators=(",", ":"))
+            (tmp_wallet / f"{slug}_prices.json").write_text(payload)
+            decisions.extend(out.decisions)
+            summaries.append(out.summary)
+            n_events += len(out.events)
     pd.DataFrame(decisions).to_parquet(tmp_truth / "decisions.parquet", index=False)
     pd.DataFrame(summaries).to_parquet(tmp_truth / "markets.parquet", index=False)
-    meta = {"config": cfg.to_dict(), "wallet": wallet, "n_markets": cfg.n_markets, "n_events": n_events,
+    meta = {"config": cfg.to_dict(), "wallet": wallet, "n_markets": cfg.n_markets * len(cfg.assets),
+            "n_events": n_events,
             "note": "Hidden truth of the simulator: for evaluation only. Training code never reads this folder."}
     atomic.write_json(tmp_truth / "sim_config.json", meta)
     for tmp, final in ((tmp_wallet, wallet_dir), (tmp_truth, truth_dir)):
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
-    return SimulationResult(cfg, wallet_dir, truth_dir, cfg.n_markets, n_events, time.perf_counter() - t_start)
+    return SimulationResult(cfg, wallet_dir, truth_dir, cfg.n_markets * len(cfg.assets), n_events,
+                            time.perf_counter() - t_start)
 
 
 def ensure_simulation(cfg: SimConfig, raw_dir: Path, *, progress: bool = False) -> SimulationResult | None:
@@ -483,15 +541,21 @@ def ensure_simulation(cfg: SimConfig, raw_dir: Path, *, progress: bool = False) 
     if meta_path.exists() and wallet_dir.is_dir():
         meta = json.loads(meta_path.read_text())
         n_files = sum(1 for _ in wallet_dir.glob("*_prices.json"))
-        if meta.get("config") == cfg.to_dict() and n_files == cfg.n_markets:
+        if meta.get("config") == cfg.to_dict() and n_files == cfg.n_markets * len(cfg.assets):
             return None
     return simulate(cfg, raw_dir, progress=progress)
 
 
-def load_truth(raw_dir: Path, wallet: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read the simulator's hidden truth: ``(decisions, markets)``. For evaluation only."""
+def load_truth(raw_dir: Path, wallet: str, underlying: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read the simulator's hidden truth: ``(decisions, markets)``, all assets or those of ``underlying``.
+    For evaluation only."""
     d = Path(raw_dir) / "simulator_truth" / wallet
-    return pd.read_parquet(d / "decisions.parquet"), pd.read_parquet(d / "markets.parquet")
+    decisions, markets = pd.read_parquet(d / "decisions.parquet"), pd.read_parquet(d / "markets.parquet")
+    if underlying is None:
+        return decisions, markets
+    keep = decisions["slug"].str.startswith(f"{underlying}-updown-")
+    return decisions[keep].reset_index(drop=True), markets[markets["slug"].str.startswith(f"{underlying}-updown-")
+                                                           ].reset_index(drop=True)
 
 
 def config_with(**overrides: Any) -> SimConfig:
@@ -502,15 +566,19 @@ def config_with(**overrides: Any) -> SimConfig:
     return replace(cfg, trader=replace(cfg.trader, **trader_kw)) if trader_kw else cfg
 
 
-def true_volatility(raw_dir: Path, wallet: str) -> pd.Series:
-    """The simulator's true BTC volatility per 15-minute market (fraction per 15 minutes), indexed by the
-    market's end (UTC). Evaluation only: it comes from the hidden truth folder."""
-    _, markets = load_truth(raw_dir, wallet)
+def true_volatility(raw_dir: Path, wallet: str, underlying: str = "btc") -> pd.Series:
+    """The simulator's true volatility of ``underlying`` per 15-minute market (fraction per 15 minutes), indexed
+    by the market's end (UTC). Evaluation only: it comes from the hidden truth folder."""
+    _, markets = load_truth(raw_dir, wallet, underlying)
     idx = pd.DatetimeIndex(pd.to_datetime(markets["end"], unit="ms", utc=True), name="time")
     return pd.Series(markets["sigma_mean"].to_numpy() * math.sqrt(MARKET_SECONDS), index=idx, name="true_vol")
 
 
-def load_sim_config(raw_dir: Path, wallet: str) -> SimConfig:
-    """The configuration a simulation was generated with (hidden truth: for evaluation only)."""
+def load_sim_config(raw_dir: Path, wallet: str, asset: str | None = None) -> SimConfig:
+    """The configuration a simulation was generated with, or that of one of its assets (:func:`asset_config`:
+    its path is then ``simulate_path(cfg)``). Hidden truth: for evaluation only."""
     meta = json.loads((Path(raw_dir) / "simulator_truth" / wallet / "sim_config.json").read_text())
-    return SimConfig.from_dict(meta["config"])
+    cfg = SimConfig.from_dict(meta["config"])
+    if asset is not None and asset not in cfg.assets:
+        raise ValueError(f"the simulation of {wallet} has assets {list(cfg.assets)}, not {asset!r}")
+    return cfg if asset is None else asset_config(cfg, asset)

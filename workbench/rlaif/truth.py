@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 from scipy.special import ndtr
 
-from workbench.data.simulate import _WARMUP_S, MARKET_SECONDS, SimConfig, simulate_btc_path
+from workbench.data.simulate import _WARMUP_S, MARKET_SECONDS, SimConfig, simulate_path
 from workbench.rlaif.store import PreferencePair, TradingDecision
 
 
@@ -29,7 +29,7 @@ class TruePath:
 
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
-        self.price, self.sigma, _ = simulate_btc_path(cfg)
+        self.price, self.sigma, _ = simulate_path(cfg)
 
     def index(self, t_ms: int) -> tuple[int, int, int]:
         """``(i, i_open, seconds_left)``: path index of the second ``t_ms``, of its market's open, time left."""

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, ndtr
 
-from workbench.data.simulate import _WARMUP_S, ACTIONS, MARKET_SECONDS, SimConfig, simulate_btc_path
+from workbench.data.simulate import _WARMUP_S, ACTIONS, MARKET_SECONDS, SimConfig, simulate_path
 
 HOLD = ACTIONS.index("HOLD")
 
@@ -57,7 +57,7 @@ class _Inputs:
 
     def __init__(self, decisions: pd.DataFrame, cfg: SimConfig) -> None:
         self.tp = tp = cfg.trader
-        price, self.sigma_path, _ = simulate_btc_path(cfg)
+        price, self.sigma_path, _ = simulate_path(cfg)
         self.logp = np.log(price)
         d = decisions.sort_values("t", kind="stable").reset_index(drop=True)
         self.d = d

@@ -187,7 +187,11 @@ def build_steps(events: pd.DataFrame, positions: pd.DataFrame, bars: pd.DataFram
     left_s = (m_start + MARKET_SECONDS * MS - s) / MS
     out["time_to_expiry"] = left_s / MARKET_SECONDS
     # ---- the quote of the current market, strictly before the step ------------------------------
-    slug = np.array([f"btc-updown-15m-{m // MS}" for m in m_start], dtype=object)
+    und = events["underlying"].dropna().unique() if "underlying" in events else ["btc"]
+    if len(und) > 1:  # one asset per step table: its markets are the 15-minute slots of that asset
+        raise ValueError(f"events of several underlyings {sorted(und)}: select one (WalletData.select)")
+    prefix = und[0] if len(und) else "btc"
+    slug = np.array([f"{prefix}-updown-15m-{m // MS}" for m in m_start], dtype=object)
     q = events[events["type"] == "price_change"]
     mid_q = np.where(q["outcome"] == "Down", 1 - (q["bid"] + q["ask"]) / 2, (q["bid"] + q["ask"]) / 2)
     quotes = pd.DataFrame({"slug": q["slug"].to_numpy(dtype=object), "t": q["t"].to_numpy(), "mid": mid_q})
