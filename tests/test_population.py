@@ -56,6 +56,9 @@ def test_leaderboard_columns_intervals_and_truth_check(bucket) -> None:
     check = against_truth(board, load_population_truth(res.root))
     assert check["k"] == int(res.truth["skilled"].sum()) > 0
     assert 0.0 <= check["precision_at_k"] <= 1.0
+    for key in ("precision_at_k", "naive_precision_at_k"):
+        lo, hi = check[f"{key}_ci"]
+        assert 0.0 <= lo <= check[key] <= hi <= 1.0 and hi - lo > 0  # k picks cannot pin a share down exactly
 
 
 def test_noise_only_bucket_makes_few_discoveries(tmp_path) -> None:

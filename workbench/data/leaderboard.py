@@ -153,7 +153,8 @@ def against_truth(board: pd.DataFrame, truth: pd.DataFrame, k: int | None = None
     """How well the ranking finds the simulated skilled wallets (evaluation only).
 
     Precision at ``k`` (default: the number of truly skilled wallets) for the FDR ranking and the naive
-    P&L ranking, and the discoveries' false-discovery proportion.
+    P&L ranking, and the discoveries' false-discovery proportion, each with a 95 % Wilson interval over the
+    picks (``*_ci``).
     """
     b = board.merge(truth[["wallet", "kind", "skilled"]], on="wallet", how="left")
     b["skilled"] = b["skilled"].fillna(False).astype(bool)
@@ -161,9 +162,18 @@ def against_truth(board: pd.DataFrame, truth: pd.DataFrame, k: int | None = None
     top = b.nsmallest(k, "rank")
     naive = b.nsmallest(k, "naive_rank")
     disc = b[b["discovery"]]
+    from statsmodels.stats.proportion import proportion_confint
+
+    def wilson(hits: int, n: int) -> list[float]:
+        """95 % Wilson interval of a share of ``n`` picks (each pick a Bernoulli draw of the ranking)."""
+        return [float(x) for x in proportion_confint(hits, n, alpha=0.05, method="wilson")] if n else [np.nan, np.nan]
+
     return {"k": k, "skilled_in_bucket": int(truth["skilled"].sum()),
             "precision_at_k": float(top["skilled"].mean()) if k else np.nan,
+            "precision_at_k_ci": wilson(int(top["skilled"].sum()), len(top)),
             "naive_precision_at_k": float(naive["skilled"].mean()) if k else np.nan,
+            "naive_precision_at_k_ci": wilson(int(naive["skilled"].sum()), len(naive)),
+            "false_discovery_proportion_ci": wilson(int((~disc["skilled"]).sum()), len(disc)),
             "discoveries": int(len(disc)),
             "false_discovery_proportion": float((~disc["skilled"]).mean()) if len(disc) else 0.0,
             "skilled_found": int(disc["skilled"].sum()),

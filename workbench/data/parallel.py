@@ -45,6 +45,15 @@ def shares(files: Sequence[SourceFile], n: int) -> list[list[SourceFile]]:
     return [list(files[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
+def work_shares(files: Sequence[SourceFile], workers: int) -> list[list[SourceFile]]:
+    """The shares of ``files`` for ``workers`` readers: in one process, runs of :data:`FILES_PER_SHARE` (the
+    records of one run are freed before the next); with several, at least :data:`SHARES_PER_WORKER` per worker
+    and none longer than :data:`FILES_PER_SHARE`, so a slow share does not leave the others idle."""
+    if workers <= 1:
+        return [list(files[i:i + FILES_PER_SHARE]) for i in range(0, len(files), FILES_PER_SHARE)]
+    return shares(files, max(workers * SHARES_PER_WORKER, -(-len(files) // FILES_PER_SHARE)))
+
+
 def _context() -> multiprocessing.context.BaseContext:
     """How workers start. ``fork`` when this process runs no other Python thread (a script: fast, and the
     script is not re-imported, so it needs no ``if __name__ == "__main__"`` guard); ``forkserver`` otherwise
@@ -112,10 +121,9 @@ def read_parts(files: Sequence[SourceFile], *, max_file_bytes: int = MAX_FILE_BY
     n = default_workers(len(files)) if workers is None else int(workers)
     if n < 1:
         raise IngestError(f"workers must be at least 1, got {workers}")
-    if n == 1:  # in this process, a share at a time: the records of one share are freed before the next
-        jobs = [list(files[i:i + FILES_PER_SHARE]) for i in range(0, len(files), FILES_PER_SHARE)]
+    jobs = work_shares(files, n)
+    if n == 1:  # in this process, a share at a time
         return [read_part(job, max_file_bytes, False) for job in config.progress(jobs, "file shares", enabled=progress)]
-    jobs = shares(files, max(n * SHARES_PER_WORKER, -(-len(files) // FILES_PER_SHARE)))
     try:
         with ProcessPoolExecutor(max_workers=n, mp_context=_context()) as pool:
             futures = [pool.submit(_packed_part, job, max_file_bytes) for job in jobs]
@@ -137,7 +145,7 @@ def _read_on_dask(files: Sequence[SourceFile], scheduler: object, max_file_bytes
             raise IngestError(f"cannot reach the Dask scheduler {str(scheduler)!r}: {exc}") from None
     try:
         n = max(1, sum(client.nthreads().values()))
-        jobs = shares(files, max(n * SHARES_PER_WORKER, -(-len(files) // FILES_PER_SHARE)))
+        jobs = work_shares(files, max(2, n))  # a cluster of one thread still gets several shares
         futures = client.map(_packed_part, jobs, max_file_bytes=max_file_bytes, pure=False)
         return [_unpacked(p) for p in client.gather(futures)]
     finally:

@@ -17,6 +17,8 @@ Modules
 ``commentary``  market commentaries with checkable claims and their verifier
 ``chat``        questions about the market and a decision: input validation, bounded context, widget
 ``chat_eval``   the seed's chat evaluation protocol: five categories, fixed questions, automatic checks
+``multitask``   one adapter on analyses, commentaries and chat answers with varied instructions, against one task
+``refine``      iterative dataset refinement: failing analyses corrected from the facts and fed back, per round
 ``figures``     training curves and evaluation figures
 ``pipeline``    glue for the notebook and the CLI
 ``cli``         ``python -m workbench.llm generate | train | infer | commentary | chat``
@@ -45,14 +47,18 @@ from workbench.llm.figures import evaluation_figure, learning_curve_figure, trai
 from workbench.llm.guard import Sanitized, sanitize
 from workbench.llm.model import (CHAT_TEMPLATE, TINY, TaskFormat, TinyConfig, build_tiny_model, device_report,
                                  format_prompt, load_base, reload_check, train_tokenizer)
+from workbench.llm.multitask import TaskSets, comparison_table, multitask_data, multitask_study, score_tasks
 from workbench.llm.pipeline import (Inputs, dpo_adapter_chain, load_inputs, market_data, model_specs, price_source,
                                     save_json, save_tables, true_steps_answer, true_steps_verdict)
 from workbench.llm.probe import TaskProbe, copy_digit_accuracy, true_step_rates
+from workbench.llm.refine import refinement_study, refinement_verdict
 from workbench.llm.train import (BaseModel, LoRASettings, MetricsCallback, TrainResult, TrainSettings, build_tiny_base,
                                  get_base, load_policy, pretrain, settings_for, train_dpo, train_sft)
 from workbench.rlaif.finetune import SYSTEM_PROMPT
 
 __all__ = [
+    "TaskSets", "comparison_table", "multitask_data", "multitask_study", "score_tasks", "refinement_study",
+    "refinement_verdict",
     "CRITERIA", "FastDecoder", "GROUNDED_SUFFIX", "Grounder", "GroundingProcessor", "SYSTEM_PROMPT", "TEMPLATE_BASELINE",
     "TaskFormat", "TaskProbe", "copy_digit_accuracy", "criteria_table", "learning_curve_figure", "score_criteria",
     "true_step_rates", "true_steps_table", "true_steps_verdict", "precision_comparison", "quantize_int8",

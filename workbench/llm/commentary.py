@@ -116,12 +116,18 @@ def template_commentary(f: CommentaryFacts) -> str:
     return " ".join(out)
 
 
+#: The system message a commentary is asked with (generation and multi-task training alike).
+COMMENTARY_SYSTEM = "You write short market commentaries with only the numbers given."
+#: The instruction closing :func:`commentary_prompt`; multi-task training varies it (:mod:`workbench.llm.multitask`).
+COMMENTARY_INSTRUCTION = "Write a three-sentence market commentary using only these numbers."
+
+
 def commentary_prompt(f: CommentaryFacts) -> str:
     """The numbers a language model gets to write the commentary."""
     return (f"BTC closes over the last {f.window_minutes} minutes to {pd.Timestamp(f.end).strftime('%H:%M')} UTC: "
             f"from {f.start_price:.2f} to {f.end_price:.2f} ({f.change_pct:+.2f}%). One-minute volatility "
             f"{f.vol_pct:.3f}% (24-hour median {f.vol_median_pct:.3f}%). Largest one-minute move {f.max_move_pct:+.2f}% "
-            f"at {f.max_move_time} UTC. Write a three-sentence market commentary using only these numbers.")
+            f"at {f.max_move_time} UTC. {COMMENTARY_INSTRUCTION}")
 
 
 @dataclass
@@ -237,7 +243,7 @@ def write_commentary(data: pd.Series | pd.DataFrame, at: Any = None, window_minu
 
         g = generation or GenerationSettings(max_new_tokens=120)
         model_text = generate(model, tokenizer, [commentary_prompt(f)], g,
-                              system="You write short market commentaries with only the numbers given.")[0]
+                              system=COMMENTARY_SYSTEM)[0]
         mv = ver.verify(model_text, f)
         if mv.well_formed and mv.all_true:
             return Commentary(model_text, "model", f, mv, model_text, mv)

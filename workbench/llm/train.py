@@ -285,10 +285,12 @@ def _dataset(rows: list[dict[str, Any]]) -> Any:
 
 
 def sft_rows(tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
-             system: str | None = SYSTEM_PROMPT) -> list[dict[str, Any]]:
-    """trl prompt/completion rows: conversational with a chat template, plain text otherwise."""
-    return [{"prompt": trl_prompt(tokenizer, p, system), "completion": trl_answer(tokenizer, c)}
-            for p, c in zip(prompts, completions)]
+             system: str | None | Sequence[str | None] = SYSTEM_PROMPT) -> list[dict[str, Any]]:
+    """trl prompt/completion rows: conversational with a chat template, plain text otherwise. ``system``: one
+    system message for all rows, or one per row (a multi-task mix: each task is asked with its own)."""
+    systems = [system] * len(prompts) if system is None or isinstance(system, str) else list(system)
+    return [{"prompt": trl_prompt(tokenizer, p, sy), "completion": trl_answer(tokenizer, c)}
+            for p, c, sy in zip(prompts, completions, systems)]
 
 
 def dpo_rows(tokenizer: Any, pairs: pd.DataFrame, system: str | None = SYSTEM_PROMPT) -> list[dict[str, Any]]:
@@ -458,13 +460,21 @@ def _workdir(path: str | os.PathLike[str] | None) -> Iterator[Path]:
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _systems(df: pd.DataFrame, default: str | None) -> str | None | list[str | None]:
+    """The rows' own system messages (a ``system`` column: multi-task data; missing values take ``default``)."""
+    if "system" not in df:
+        return default
+    return [default if x is None or (isinstance(x, float) and x != x) else str(x) for x in df["system"]]
+
+
 def train_sft(base: BaseModel, train: pd.DataFrame, eval: pd.DataFrame | None, output_dir: str | os.PathLike[str],
               lora: LoRASettings | None = None, settings: TrainSettings | None = None,
               task: TaskFormat | None = None) -> TrainResult:
     """Supervised fine-tuning with a LoRA adapter (trl ``SFTTrainer``, prompt/completion, loss on the
     completion only). Saves the adapter (and tokenizer) to ``output_dir``; ``base.model`` is wrapped in
     place (reload the base from its folder for a clean copy). ``task``: the base's recorded format by
-    default; the prompts in ``train`` must already be rendered in its style."""
+    default; the prompts in ``train`` must already be rendered in its style. A ``system`` column gives rows
+    their own system message (multi-task data, :mod:`workbench.llm.multitask`)."""
     from trl import SFTConfig, SFTTrainer
 
     lora = lora or LoRASettings()
@@ -476,8 +486,9 @@ def train_sft(base: BaseModel, train: pd.DataFrame, eval: pd.DataFrame | None, o
     with quiet(), _workdir(None) as wd:
         args = SFTConfig(**trainer_kwargs(s, wd, ev is not None), completion_only_loss=True)
         trainer = SFTTrainer(model=base.model, args=args,
-                             train_dataset=_dataset(sft_rows(tok, train["prompt"], train["completion"], task.system)),
-                             eval_dataset=_dataset(sft_rows(tok, ev["prompt"], ev["completion"], task.system))
+                             train_dataset=_dataset(sft_rows(tok, train["prompt"], train["completion"],
+                                                             _systems(train, task.system))),
+                             eval_dataset=_dataset(sft_rows(tok, ev["prompt"], ev["completion"], _systems(ev, task.system)))
                              if ev is not None else None,
                              processing_class=tok, peft_config=lora.peft_config(), callbacks=[cb])
         out, secs, model = train_timed(trainer)
