@@ -204,7 +204,7 @@ if POPULATION_WALLETS:
     from workbench.data import population
 
     pop = lb.bucket_study(P.raw, P.processed / "01_population", n_wallets=POPULATION_WALLETS,
-                          days=POPULATION_DAYS, fdr=POPULATION_FDR, workers=READ_WORKERS or None)
+                          days=POPULATION_DAYS, fdr=POPULATION_FDR, workers=READ_WORKERS or None, assets=ASSETS)
     board = pd.read_parquet(P.processed / "01_population" / "leaderboard.parquet")
     truth = population.load_population_truth(P.raw / "population")
     display(pd.json_normalize(pop, sep=" / ").T.rename(columns={0: "value"}))

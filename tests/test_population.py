@@ -79,3 +79,20 @@ def test_population_is_reproducible(tmp_path) -> None:
     b = simulate_population(replace(cfg), tmp_path / "b")
     assert a.n_events == b.n_events
     assert a.truth.equals(b.truth)
+
+
+def test_a_bucket_of_several_assets_keeps_btc_and_adds_the_others(bucket, tmp_path) -> None:
+    """The same wallets over BTC and ETH markets: every file of the BTC-only bucket is written unchanged, the
+    ETH markets come on their own path, and P&L still reconciles per wallet over both assets."""
+    res, _, _, _ = bucket
+    cfg = PopulationConfig(n_wallets=60, market=SimConfig(days=1.0, seed=7, assets=("btc", "eth")), seed=3,
+                           participation=(0.2, 0.4), shares=(0.15, 0.05, 0.05, 0.25, 0.5))
+    two = simulate_population(cfg, tmp_path / "population")
+    events, quarantine, files = read_events(two.root / "merged_trades", workers=1)
+    assert len(quarantine) == 0 and set(events["underlying"]) == {"btc", "eth"}
+    btc = sorted(res.root.glob("merged_trades/*/btc-*.json"))
+    assert btc and all(p.read_bytes() == (two.root / p.relative_to(res.root)).read_bytes() for p in btc[:50])
+    per, counts = market_pnl(events)
+    got = per.groupby("wallet")["pnl"].sum()
+    want = two.truth.set_index("wallet")["true_pnl"]
+    assert np.allclose(got.reindex(want.index).fillna(0.0), want, atol=1e-6)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -182,9 +182,10 @@ def against_truth(board: pd.DataFrame, truth: pd.DataFrame, k: int | None = None
 
 def bucket_study(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, n_wallets: int = 500,
                  days: float = 30.0, seed: int = 1, workers: int | None = None, fdr: float = 0.10,
-                 min_markets: int = 5, progress: bool = False) -> dict[str, Any]:
+                 min_markets: int = 5, assets: Sequence[str] = ("btc",), progress: bool = False) -> dict[str, Any]:
     """Simulate a bucket of ``n_wallets`` wallets (kept when its settings are unchanged), ingest it, rank it
-    and check the ranking against the hidden kinds; write ``leaderboard.parquet`` and ``metrics.json`` into
+    and check the ranking against the hidden kinds (markets of every asset of ``assets``; a wallet's P&L and
+    tests pool its markets of all assets); write ``leaderboard.parquet`` and ``metrics.json`` into
     ``out_dir`` (all or nothing). Returns the metrics.
 
     Wall times are measured here (simulation, ingestion, ranking); ``peak_rss_mib`` is the largest resident
@@ -198,9 +199,11 @@ def bucket_study(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     from workbench.data.parallel import default_workers
     from workbench.data.population import PopulationConfig, load_population_truth, simulate_population
     from workbench.data.read import read_events
+    from workbench.data.schema import normalise_assets
     from workbench.data.simulate import SimConfig
 
-    cfg = PopulationConfig(n_wallets=n_wallets, market=SimConfig(days=days, seed=7), seed=seed)
+    cfg = PopulationConfig(n_wallets=n_wallets, market=SimConfig(days=days, seed=7, assets=normalise_assets(assets)),
+                           seed=seed)
     root = Path(raw_dir) / "population"
     meta_path = root / "simulator_truth" / "population.json"
     t0 = time.perf_counter()
@@ -217,7 +220,7 @@ def bucket_study(raw_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
     truth = load_population_truth(root)
     check = against_truth(board, truth)
     mib = lambda who: resource.getrusage(who).ru_maxrss / 1024.0  # noqa: E731 (kilobytes on Linux)
-    metrics = {"bucket": {"wallets": n_wallets, "days": days, "files": int(len(files)), "events": int(len(events)),
+    metrics = {"bucket": {"wallets": n_wallets, "days": days, "assets": list(cfg.market.assets), "files": int(len(files)), "events": int(len(events)),
                           "quarantined": int(len(quarantine)), "simulated_now": not reused},
                "seconds": {"simulate": round(t_sim, 2), "read_events": round(t_read, 2),
                            "leaderboard": round(t_rank, 2)},

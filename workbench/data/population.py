@@ -33,7 +33,8 @@ import pandas as pd
 
 from workbench import atomic
 from workbench.data.ledger import DOWN, UP
-from workbench.data.simulate import _WARMUP_S, MARKET_SECONDS, SimConfig, fair_up, simulate_market, simulate_path
+from workbench.data.simulate import (_WARMUP_S, MARKET_SECONDS, SimConfig, asset_config, fair_up, simulate_market,
+                                     simulate_path)
 
 KINDS = ("skilled", "latency_arb", "copy", "favourite", "noise")
 SKILLED_KINDS = ("skilled", "latency_arb")  # positive expected edge by construction
@@ -124,7 +125,6 @@ def simulate_population(cfg: PopulationConfig, root: str | os.PathLike[str], *, 
     root = Path(root)
     market_cfg = replace(cfg.market, trader=replace(cfg.market.trader, participation=0.0))
     wallets = _wallets(cfg)
-    price, sigma, regime = simulate_path(market_cfg)
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "simulator_truth").mkdir(parents=True)
@@ -135,58 +135,61 @@ def simulate_population(cfg: PopulationConfig, root: str | os.PathLike[str], *, 
     made_dirs: set[str] = set()
     n_files = n_events = 0
     pnl_rows = []
-    for k in tqdm(range(market_cfg.n_markets), desc="markets", disable=not progress):
-        out = simulate_market(market_cfg, k, price, sigma, regime)
-        base = [e for e in out.events if e["type"] != "trade"]
-        s_ms = int(out.summary["start"])
-        i0 = _WARMUP_S + k * MARKET_SECONDS  # the path's index of the market's open
-        p_start = float(out.summary["price_start"])
-        up_won = out.summary["winner"] == UP
-        qt, bid, ask = _quote_index(base)
-        active = rng.random(len(wallets)) < part
-        fills: dict[int, list[dict[str, Any]]] = {}
-        for w in np.flatnonzero(active & np.isin(kinds, SKILLED_KINDS)):
-            secs = np.arange(5 + rng.integers(0, 30), MARKET_SECONDS - 60, 30)
-            ms = s_ms + secs * 1000
-            j = np.maximum(np.searchsorted(qt, ms, side="right") - 1, 0)
-            fair = fair_up(price[i0 + secs], p_start, sigma[i0 + secs], MARKET_SECONDS - secs.astype(float))
-            age = (ms - qt[j]) / 1000.0
-            ok = age >= cfg.stale_s if kinds[w] == "latency_arb" else np.ones(len(secs), dtype=bool)
-            buy_up = ok & (fair - ask[j] > edge[w])
-            buy_dn = ok & (bid[j] - fair > edge[w])
-            for i in np.flatnonzero(buy_up | buy_dn)[:4]:  # at most four fills a market
-                size = cfg.size_median * math.exp(rng.normal(0.0, 0.5))
-                fills.setdefault(int(w), []).append(
-                    _fill(int(ms[i] + rng.integers(200, 1200)), bool(buy_up[i]), qt, bid, ask, size))
-        leaders = {wallets.at[w, "wallet"]: w for w in fills}
-        for w in np.flatnonzero(kinds == "copy"):
-            lw = leaders.get(wallets.at[w, "leader"])
-            if lw is None:
-                continue
-            for f in fills[lw]:
-                t = f["t"] + int(wallets.at[w, "delay_s"] * 1000)
-                if t < s_ms + MARKET_SECONDS * 1000 - 1000:
-                    fills.setdefault(int(w), []).append(_fill(t, f["outcome"] == UP, qt, bid, ask, f["size"] * 0.5))
-        for w in np.flatnonzero(active & np.isin(kinds, ("favourite", "noise"))):
-            n = 1 if kinds[w] == "favourite" else int(rng.integers(1, 4))
-            for t in np.sort(s_ms + rng.integers(5_000, (MARKET_SECONDS - 30) * 1000, size=n)):
-                j = max(int(np.searchsorted(qt, t, side="right")) - 1, 0)
-                up = (bid[j] + ask[j]) / 2 > 0.5 if kinds[w] == "favourite" else bool(rng.random() < 0.5)
-                size = cfg.size_median * math.exp(rng.normal(0.0, 0.5))
-                fills.setdefault(int(w), []).append(_fill(int(t), bool(up), qt, bid, ask, size))
-        for w, own in fills.items():
-            address = wallets.at[w, "wallet"]
-            folder = tmp / "merged_trades" / address
-            if address not in made_dirs:
-                folder.mkdir(parents=True)
-                made_dirs.add(address)
-            events = sorted(base + own, key=lambda e: (e["t"], _TYPE_ORDER[e["type"]]))
-            (folder / f"{out.summary['slug']}_prices.json").write_bytes(
-                orjson.dumps({"slug": out.summary["slug"], "prices": events}))
-            n_files += 1
-            n_events += len(events)
-            pnl = sum(f["size"] * ((1.0 if (f["outcome"] == UP) == up_won else 0.0) - f["price"]) for f in own)
-            pnl_rows.append({"wallet": address, "slug": out.summary["slug"], "true_pnl": pnl, "fills": len(own)})
+    for asset in market_cfg.assets:  # every underlying's markets, each on its own path
+        acfg = asset_config(market_cfg, asset)
+        price, sigma, regime = simulate_path(acfg)
+        for k in tqdm(range(market_cfg.n_markets), desc=f"{asset} markets", disable=not progress):
+            out = simulate_market(acfg, k, price, sigma, regime)
+            base = [e for e in out.events if e["type"] != "trade"]
+            s_ms = int(out.summary["start"])
+            i0 = _WARMUP_S + k * MARKET_SECONDS  # the path's index of the market's open
+            p_start = float(out.summary["price_start"])
+            up_won = out.summary["winner"] == UP
+            qt, bid, ask = _quote_index(base)
+            active = rng.random(len(wallets)) < part
+            fills: dict[int, list[dict[str, Any]]] = {}
+            for w in np.flatnonzero(active & np.isin(kinds, SKILLED_KINDS)):
+                secs = np.arange(5 + rng.integers(0, 30), MARKET_SECONDS - 60, 30)
+                ms = s_ms + secs * 1000
+                j = np.maximum(np.searchsorted(qt, ms, side="right") - 1, 0)
+                fair = fair_up(price[i0 + secs], p_start, sigma[i0 + secs], MARKET_SECONDS - secs.astype(float))
+                age = (ms - qt[j]) / 1000.0
+                ok = age >= cfg.stale_s if kinds[w] == "latency_arb" else np.ones(len(secs), dtype=bool)
+                buy_up = ok & (fair - ask[j] > edge[w])
+                buy_dn = ok & (bid[j] - fair > edge[w])
+                for i in np.flatnonzero(buy_up | buy_dn)[:4]:  # at most four fills a market
+                    size = cfg.size_median * math.exp(rng.normal(0.0, 0.5))
+                    fills.setdefault(int(w), []).append(
+                        _fill(int(ms[i] + rng.integers(200, 1200)), bool(buy_up[i]), qt, bid, ask, size))
+            leaders = {wallets.at[w, "wallet"]: w for w in fills}
+            for w in np.flatnonzero(kinds == "copy"):
+                lw = leaders.get(wallets.at[w, "leader"])
+                if lw is None:
+                    continue
+                for f in fills[lw]:
+                    t = f["t"] + int(wallets.at[w, "delay_s"] * 1000)
+                    if t < s_ms + MARKET_SECONDS * 1000 - 1000:
+                        fills.setdefault(int(w), []).append(_fill(t, f["outcome"] == UP, qt, bid, ask, f["size"] * 0.5))
+            for w in np.flatnonzero(active & np.isin(kinds, ("favourite", "noise"))):
+                n = 1 if kinds[w] == "favourite" else int(rng.integers(1, 4))
+                for t in np.sort(s_ms + rng.integers(5_000, (MARKET_SECONDS - 30) * 1000, size=n)):
+                    j = max(int(np.searchsorted(qt, t, side="right")) - 1, 0)
+                    up = (bid[j] + ask[j]) / 2 > 0.5 if kinds[w] == "favourite" else bool(rng.random() < 0.5)
+                    size = cfg.size_median * math.exp(rng.normal(0.0, 0.5))
+                    fills.setdefault(int(w), []).append(_fill(int(t), bool(up), qt, bid, ask, size))
+            for w, own in fills.items():
+                address = wallets.at[w, "wallet"]
+                folder = tmp / "merged_trades" / address
+                if address not in made_dirs:
+                    folder.mkdir(parents=True)
+                    made_dirs.add(address)
+                events = sorted(base + own, key=lambda e: (e["t"], _TYPE_ORDER[e["type"]]))
+                (folder / f"{out.summary['slug']}_prices.json").write_bytes(
+                    orjson.dumps({"slug": out.summary["slug"], "prices": events}))
+                n_files += 1
+                n_events += len(events)
+                pnl = sum(f["size"] * ((1.0 if (f["outcome"] == UP) == up_won else 0.0) - f["price"]) for f in own)
+                pnl_rows.append({"wallet": address, "slug": out.summary["slug"], "true_pnl": pnl, "fills": len(own)})
     truth = wallets.merge(pd.DataFrame(pnl_rows).groupby("wallet").agg(true_pnl=("true_pnl", "sum"),
                                                                       markets=("slug", "size")),
                           on="wallet", how="left").fillna({"true_pnl": 0.0, "markets": 0})
