@@ -84,14 +84,6 @@ MAX_HOLD_MINUTES = 10  # longest hold when following a signal (positions also cl
 COMMENTARY_WINDOW = 60  # minutes summarised by the market commentary
 CHAT_RESPONDER = "facts"  # "facts": answers built from the facts; "model": the language model answers
 N_CHAT_POINTS = 20  # decision points of the chat evaluation protocol (each asked every question)
-MT_COMMENTARY_EVERY = 4  # multi-task: a commentary example at every k-th training decision time
-MT_CHAT_POINTS = 500  # multi-task: training decision points with chat answers (2 questions each)
-N_MT_EVAL = 100  # multi-task comparison: held-out analysis prompts and commentary times scored per model
-N_MT_CHAT = 20  # multi-task comparison: held-out decision points asked the chat protocol
-REFINE_ROUNDS = 2  # iterative refinement rounds (0: skip)
-REFINE_PER_ROUND = 128  # training prompts the model writes (and the verifier checks) per round
-REFINE_STEPS = 40  # optimizer steps per round, in both arms
-N_REFINE_EVAL = 100  # held-out prompts scored after each round
 SEED = 7  # seed of the tokenizer corpus order, initialisation, training and decoding
 
 # %%
@@ -328,52 +320,7 @@ cache_table = pd.concat({"facts responder": llm.cache_study(chat_facts, chat_dec
 display(cache_table.round(3))
 
 # %% [markdown]
-# ## 10. One model for three tasks: multi-task, instruction-varied fine-tuning
-#
-# Design document 004's advanced training: one LoRA adapter trained on **analyses, market commentaries and chat
-# answers** mixed, each asked with one of several instruction phrasings (`workbench.llm.multitask`; the training
-# rows come from the SFT train split only). It gets the same optimizer steps from the same base as the
-# single-task SFT adapter of section 3, which saw analyses only — so the question is what sharing a fixed budget
-# across tasks does to each task at this size. Each task is scored on the test period by its own verifier: true
-# steps of the analysis, the share of the template's commentary claims stated and right (a missing claim counts
-# as wrong), and the chat protocol's accuracy with the model answering. Intervals over prompts, commentary times
-# and decision points; the difference is paired, with the smallest difference the design can detect.
-
-# %%
-mt_data = llm.multitask_data(ds, base.tokenizer, bars, task.system, commentary_every=MT_COMMENTARY_EVERY,
-                             chat_points=MT_CHAT_POINTS, window_minutes=COMMENTARY_WINDOW, seed=SEED)
-display(mt_data.groupby("task").size().to_frame("training examples"))
-mt_base = llm.get_base(BASE_MODEL, ds, MODELS, tiny, pre_settings, paired=PRETRAIN_PAIRED, seed=SEED,
-                       load_in_4bit=LOAD_IN_4BIT, task=task)  # the same base, reloaded unwrapped
-multi = llm.train_sft(mt_base, mt_data, None, MODELS / "multitask_adapter", lora, sft_settings, task=task)
-mt_eval = examples.iloc[:N_MT_EVAL]
-sets = llm.TaskSets(analysis=mt_eval, commentary_times=list(mt_eval["time"]), chat=examples.iloc[:N_MT_CHAT], market=bars,
-                    window_minutes=COMMENTARY_WINDOW)
-multitask_table, multitask_rows = llm.multitask_study(base.path, [sft.output_dir], [multi.output_dir], sets, generation,
-                                                      seed=SEED)
-display(multitask_table.round(3))
-
-# %% [markdown]
-# ## 11. Iterative dataset refinement
-#
-# Round by round, the SFT model writes analyses for a fresh sample of training prompts; those whose four steps
-# all verify are kept as written, those that fail are corrected from the facts (the analyst's analysis of the
-# same facts), and a new adapter is trained on them on top of the current policy (`workbench.llm.refine`). A
-# control arm spends the same steps on a random sample of the original SFT examples, so a gain from more steps
-# alone is not credited to refinement. Both are scored after every round on the same held-out prompts.
-
-# %%
-refine_table, refine_rows = (llm.refinement_study(base, [sft.output_dir], ds.train, examples.iloc[:N_REFINE_EVAL],
-                                                  MODELS / "refine", rounds=REFINE_ROUNDS, per_round=REFINE_PER_ROUND,
-                                                  steps=REFINE_STEPS, lora=lora, settings=sft_settings,
-                                                  generation=generation, task=task, seed=SEED)
-                             if REFINE_ROUNDS > 0 else (pd.DataFrame(), pd.DataFrame()))
-if len(refine_table):
-    display(refine_table.round(3))
-    print(llm.refinement_verdict(refine_table))
-
-# %% [markdown]
-# ## 12. Saved outputs
+# ## 10. Saved outputs
 #
 # Models and adapters under `models/llm/` (`workbench-tiny/`, `sft_adapter/`, `dpo_adapter/`, each with its
 # training history); tables under `data/processed/06_llm/`.
@@ -381,9 +328,7 @@ if len(refine_table):
 # %%
 pipeline.save_tables(OUT, evaluation_summary=summary, evaluation_analyses=scored, sft_history=sft.history,
                      dpo_history=dpo.history, quality_checks=llm.quality_checks(ds), criteria=criteria,
-                     precision=precision.reset_index(), learning_curve=base.probe if base.probe is not None else pd.DataFrame(),
-                     multitask=multitask_table.reset_index(), multitask_units=multitask_rows, refinement=refine_table,
-                     refinement_prompts=refine_rows)
+                     precision=precision.reset_index(), learning_curve=base.probe if base.probe is not None else pd.DataFrame())
 pipeline.save_json({"base_model": BASE_MODEL, "base": base.describe().to_dict(), "sft": sft.summary(), "dpo": dpo.summary(),
                     "generation": generation.to_dict(), "n_eval_prompts": len(examples), "price_source": source_note,
                     "true_step_share": summary["true_step_share"].to_dict(), "task": task.to_dict()}, OUT / "run.json")
@@ -397,9 +342,6 @@ pipeline.save_json({"true_steps": {k.lower() if k in ("base", "SFT", "DPO") else
                     "generation_seconds": summary["gen_seconds"].dropna().to_dict(), "task": task.to_dict(),
                     "precision": precision.reset_index().to_dict("records"),
                     "chat": {f"{r}: {c}": {k: float(v) for k, v in row.items()} for (r, c), row in chat_table.iterrows()},
-                    "chat_cache": {r: g.droplevel(0).to_dict("records") for r, g in cache_table.groupby(level=0)},
-                    "multitask": {"training_examples": mt_data.groupby("task").size().to_dict(), "steps": multi.steps,
-                                  "by_task": multitask_table.reset_index().to_dict("records")},
-                    "refinement": refine_table.to_dict("records")},
+                    "chat_cache": {r: g.droplevel(0).to_dict("records") for r, g in cache_table.groupby(level=0)}},
                    OUT / "metrics.json")
 print(sorted(p.name for p in OUT.iterdir()), sorted(p.name for p in MODELS.iterdir()))

@@ -47,7 +47,8 @@ from workbench.llm.figures import evaluation_figure, learning_curve_figure, trai
 from workbench.llm.guard import Sanitized, sanitize
 from workbench.llm.model import (CHAT_TEMPLATE, TINY, TaskFormat, TinyConfig, build_tiny_model, device_report,
                                  format_prompt, load_base, reload_check, train_tokenizer)
-from workbench.llm.multitask import TaskSets, comparison_table, multitask_data, multitask_study, score_tasks
+from workbench.llm.multitask import (Stage, TaskSets, comparison_table, load_stage, multitask_data, multitask_study,
+                                     multitask_verdict, score_tasks)
 from workbench.llm.pipeline import (Inputs, dpo_adapter_chain, load_inputs, market_data, model_specs, price_source,
                                     save_json, save_tables, true_steps_answer, true_steps_verdict)
 from workbench.llm.probe import TaskProbe, copy_digit_accuracy, true_step_rates
@@ -57,7 +58,7 @@ from workbench.llm.train import (BaseModel, LoRASettings, MetricsCallback, Train
 from workbench.rlaif.finetune import SYSTEM_PROMPT
 
 __all__ = [
-    "TaskSets", "comparison_table", "multitask_data", "multitask_study", "score_tasks", "refinement_study",
+    "Stage", "load_stage", "multitask_verdict", "TaskSets", "comparison_table", "multitask_data", "multitask_study", "score_tasks", "refinement_study",
     "refinement_verdict",
     "CRITERIA", "FastDecoder", "GROUNDED_SUFFIX", "Grounder", "GroundingProcessor", "SYSTEM_PROMPT", "TEMPLATE_BASELINE",
     "TaskFormat", "TaskProbe", "copy_digit_accuracy", "criteria_table", "learning_curve_figure", "score_criteria",

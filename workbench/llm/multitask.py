@@ -211,3 +211,48 @@ def multitask_study(base_path: Any, single: Sequence[Any], multi: Sequence[Any],
         rows.append(score_tasks(name, model, tok, sets, generation))
     per_unit = pd.concat(rows, ignore_index=True)
     return comparison_table(per_unit, names[0], names[1], n_boot=n_boot, seed=seed), per_unit
+
+
+@dataclass
+class Stage:
+    """Notebook 06's trained models as notebook 10 finds them: the base, the SFT adapter and how it was trained."""
+
+    base: Any  # workbench.llm.train.BaseModel, loaded from its folder
+    sft_dir: Any  # Path of the single-task SFT adapter
+    lora: Any  # its LoRASettings
+    settings: Any  # its TrainSettings (the multi-task adapter gets the same budget)
+    task: Any  # the prompt format (TaskFormat) both were trained with
+
+
+def load_stage(models_dir: Any) -> Stage:
+    """The base model (``<models_dir>/workbench-tiny`` or the local model recorded by the SFT adapter) and the SFT
+    adapter of notebook 06, with the LoRA and optimiser settings recorded in the adapter's ``workbench.json``.
+    A missing folder raises ``FileNotFoundError`` saying to run notebook 06 first."""
+    import json
+    from pathlib import Path
+
+    from workbench.llm.model import TaskFormat, load_base
+    from workbench.llm.train import BaseModel, LoRASettings, TrainSettings
+
+    sft_dir = Path(models_dir) / "sft_adapter"
+    meta_path = sft_dir / "workbench.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{sft_dir} has no trained SFT adapter: run notebook 06 first")
+    meta = json.loads(meta_path.read_text())
+    base_path = Path(meta["base"])
+    if not base_path.exists():
+        raise FileNotFoundError(f"the SFT adapter's base {base_path} is missing: run notebook 06 first")
+    model, tok, rep = load_base(base_path, load_in_4bit=False)
+    lora = LoRASettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["lora"].items()})
+    settings = TrainSettings(**meta["settings"])
+    return Stage(BaseModel(model, tok, base_path, rep), sft_dir, lora, settings, TaskFormat.of(sft_dir, base_path))
+
+
+def multitask_verdict(table: pd.DataFrame, multi: str = "multi-task", single: str = "single-task") -> str:
+    """One plain sentence per task from :func:`comparison_table`."""
+    parts = []
+    for task, r in table.iterrows():
+        parts.append(f"{task}: {multi} {r[multi]:.1%} [{r[multi + '_lo']:.1%}, {r[multi + '_hi']:.1%}] vs {single} "
+                     f"{r[single]:.1%} (difference {r['diff']:+.1%} [{r['diff_lo']:+.1%}, {r['diff_hi']:+.1%}], "
+                     f"detectable {r['detectable']:.1%}; {r['verdict']})")
+    return "; ".join(parts) + "."
