@@ -108,6 +108,15 @@ display(multitask_table.round(3))
 print(llm.multitask_verdict(multitask_table))
 
 # %% [markdown]
+# **Reading it.** The verdict line is the answer at this size and budget. The single-task rows for commentary and
+# chat are the floor (the model never saw those tasks); the multi-task rows say whether a share of the same 250
+# steps teaches a base that was pretrained on analyses alone a new output format. Where they stay near that floor
+# while the analysis row drops, multi-task training has taken steps from the task the model could do without
+# teaching it the others: at this size the tasks compete for the budget rather than help one another, and each
+# new task needs its own pretraining text or many more steps. A larger base (the same cells with notebook 06's
+# `BASE_MODEL` pointing at a local model) is where the design document expects sharing to pay.
+
+# %% [markdown]
 # ## 3. Iterative dataset refinement
 #
 # Round by round, the SFT model writes analyses for a fresh sample of training prompts; those whose four steps
