@@ -123,10 +123,7 @@ class WalletData:
         """
         if assets is None:
             return self
-        wanted = set(normalise_assets(assets))
-        have = set(self.events["underlying"].dropna().unique())
-        if wanted - have:
-            raise ValueError(f"asset(s) {sorted(wanted - have)} have no market in the data; found {sorted(have)}")
+        wanted = set(_require_assets(self.events, assets))
         slugs = set(self.events.loc[self.events["underlying"].isin(wanted), "slug"].unique())
         other = set(self.events["slug"].unique()) - slugs
         files = self.files[~self.files["slug"].isin(other)]
@@ -309,6 +306,16 @@ def wallet_summary(data: WalletData) -> pd.DataFrame:
     return out
 
 
+def _require_assets(events: pd.DataFrame, assets: Sequence[str]) -> tuple[str, ...]:
+    """``assets`` normalised (:func:`normalise_assets`); ``ValueError`` naming any without a market in ``events``."""
+    wanted = normalise_assets(assets)
+    have = set(events["underlying"].dropna().unique())
+    missing = [a for a in wanted if a not in have]
+    if missing:
+        raise ValueError(f"asset(s) {missing} have no market in the data; found {sorted(have)}")
+    return wanted
+
+
 def asset_summary(data: WalletData, assets: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per underlying: markets, events, fills, volume and P&L of the wallet(s) in ``data``.
 
@@ -328,9 +335,7 @@ def asset_summary(data: WalletData, assets: Sequence[str] | None = None) -> pd.D
         "volume_usdc": tr.groupby("underlying")["usdc"].sum(), "total_pnl": pnl,
     }).fillna({"fills": 0, "markets_traded": 0, "volume_usdc": 0.0, "total_pnl": 0.0})
     out.index.name = "underlying"
-    missing = [a for a in normalise_assets(assets or []) if a not in out.index]
-    if missing:
-        raise ValueError(f"asset(s) {missing} have no market in the data; found {sorted(out.index)}")
+    _require_assets(ev, assets or [])
     return out.astype({"fills": int, "markets_traded": int})
 
 

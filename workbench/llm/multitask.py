@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from workbench import metrics
-from workbench.analysis.verifier import StepVerifier
 from workbench.llm.chat import ChatSession
 from workbench.llm.chat_eval import QUESTIONS, Question, evaluate_chat
 from workbench.llm.commentary import (COMMENTARY_INSTRUCTION, COMMENTARY_SYSTEM, CommentaryVerifier, commentary_facts,
@@ -135,15 +134,14 @@ class TaskSets:
 def score_tasks(name: str, model: Any, tokenizer: Any, sets: TaskSets, generation: Any,
                 generate_fn: Callable[..., list[str]] | None = None) -> pd.DataFrame:
     """One row per (task, unit) with the unit's ``score`` in [0, 1] for the model ``name``; see the module."""
-    from workbench.llm.evaluate import generate
+    from workbench.llm.evaluate import generate, score_analyses
 
     gen = generate_fn or generate
     rows: list[dict[str, Any]] = []
     texts = gen(model, tokenizer, list(sets.analysis["prompt"]), generation)
-    ver = StepVerifier()
-    for i, (t, r) in enumerate(zip(texts, sets.analysis.itertuples())):
-        rows.append({"model": name, "task": "analysis", "unit": i, "score": ver.verify(t, facts_of(r.facts)).true_step_share,
-                     "text": t})
+    share = score_analyses(name, texts, sets.analysis)["true_step_share"]
+    rows += [{"model": name, "task": "analysis", "unit": i, "score": float(v), "text": t}
+             for i, (t, v) in enumerate(zip(texts, share))]
     if sets.market is not None and sets.commentary_times:
         cf = []
         for t in sets.commentary_times:

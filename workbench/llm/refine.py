@@ -27,28 +27,25 @@ import numpy as np
 import pandas as pd
 
 from workbench import metrics
-from workbench.analysis.verifier import StepVerifier
-from workbench.llm.data import facts_of
 
 ARMS = ("refined", "control")
 
 
 def _score(model: Any, tok: Any, examples: pd.DataFrame, generation: Any) -> np.ndarray:
-    from workbench.llm.evaluate import generate
+    """True-step share of the model's analysis of each held-out prompt (:func:`score_analyses`' verdicts)."""
+    from workbench.llm.evaluate import generate, score_analyses
 
     texts = generate(model, tok, list(examples["prompt"]), generation)
-    ver = StepVerifier()
-    return np.array([ver.verify(t, facts_of(f)).true_step_share for t, f in zip(texts, examples["facts"])])
+    return score_analyses("policy", texts, examples)["true_step_share"].to_numpy(float)
 
 
 def refinement_examples(model: Any, tok: Any, sample: pd.DataFrame, generation: Any) -> tuple[pd.DataFrame, dict[str, int]]:
     """The round's training examples from ``sample`` (SFT rows): the model's analysis where all four steps verify,
     else the analyst's analysis of the same facts. Returns ``(prompt/completion frame, counts)``."""
-    from workbench.llm.evaluate import generate
+    from workbench.llm.evaluate import generate, score_analyses
 
     texts = generate(model, tok, list(sample["prompt"]), generation)
-    ver = StepVerifier()
-    ok = np.array([all(ver.verify(t, facts_of(f)).step_ok.values()) for t, f in zip(texts, sample["facts"])])
+    ok = score_analyses("draft", texts, sample)["all_steps_true"].to_numpy(bool)
     completion = np.where(ok, np.array(texts, dtype=object), sample["completion"].to_numpy(dtype=object))
     counts = {"generated": int(len(ok)), "verified_kept": int(ok.sum()), "corrected": int((~ok).sum())}
     return pd.DataFrame({"prompt": sample["prompt"].to_numpy(), "completion": completion}), counts
