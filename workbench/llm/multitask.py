@@ -58,6 +58,18 @@ def analysis_examples(frame: pd.DataFrame, system: str | None, seed: int = 0,
                          "completion": frame["completion"].to_numpy(), "time": frame["time"].to_numpy()})
 
 
+def commentary_facts_at(market: pd.DataFrame, times: Sequence[int], window_minutes: int = 60) -> list[tuple[int, Any]]:
+    """``(time, CommentaryFacts)`` of the window ending at each of ``times`` (UTC ms); a time with too little
+    history before it is skipped."""
+    out = []
+    for t in times:
+        try:
+            out.append((int(t), commentary_facts(market, pd.Timestamp(int(t), unit="ms", tz="UTC"), window_minutes)))
+        except ValueError:
+            continue
+    return out
+
+
 def commentary_examples(market: pd.DataFrame, times: Sequence[int], window_minutes: int = 60, seed: int = 0,
                         instructions: Sequence[str] = COMMENTARY_INSTRUCTIONS) -> pd.DataFrame:
     """Commentary examples at ``times`` (UTC ms) from one-minute closes (notebook 02's ``log_close``): the
@@ -65,11 +77,7 @@ def commentary_examples(market: pd.DataFrame, times: Sequence[int], window_minut
     little history are skipped. The closing instruction is a seeded choice of ``instructions``."""
     rng = np.random.default_rng([seed, 2])
     rows = []
-    for t in times:
-        try:
-            f = commentary_facts(market, pd.Timestamp(int(t), unit="ms", tz="UTC"), window_minutes)
-        except ValueError:
-            continue
+    for t, f in commentary_facts_at(market, times, window_minutes):
         prompt = commentary_prompt(f).replace(COMMENTARY_INSTRUCTION, instructions[int(rng.integers(len(instructions)))])
         rows.append({"task": "commentary", "system": COMMENTARY_SYSTEM, "prompt": prompt,
                      "completion": template_commentary(f), "time": int(t)})
@@ -143,12 +151,7 @@ def score_tasks(name: str, model: Any, tokenizer: Any, sets: TaskSets, generatio
     rows += [{"model": name, "task": "analysis", "unit": i, "score": float(v), "text": t}
              for i, (t, v) in enumerate(zip(texts, share))]
     if sets.market is not None and sets.commentary_times:
-        cf = []
-        for t in sets.commentary_times:
-            try:
-                cf.append(commentary_facts(sets.market, pd.Timestamp(int(t), unit="ms", tz="UTC"), sets.window_minutes))
-            except ValueError:
-                continue
+        cf = [f for _, f in commentary_facts_at(sets.market, sets.commentary_times, sets.window_minutes)]
         ctexts = gen(model, tokenizer, [commentary_prompt(f) for f in cf], generation, system=COMMENTARY_SYSTEM)
         rows += [{"model": name, "task": "commentary", "unit": i, "score": commentary_score(t, f), "text": t}
                  for i, (t, f) in enumerate(zip(ctexts, cf))]
