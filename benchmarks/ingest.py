@@ -5,14 +5,18 @@ Usage: python benchmarks/ingest.py [--days 30] [--repeat 3] [--no-dask]
 Simulates the default data into a temporary folder if the project's data/raw does not hold it, then times in
 one run:
 
-* ``read_events`` single-process (``workers=1``): orjson where it provably equals the stdlib parse, records
-  read by key signature, the garbage collector paused while parsing;
+* ``read_events`` single-process (``workers=1``), the default: clean files parsed by Arrow's JSON reader into
+  columns and validated with numpy masks (``workbench.data.columnar``), with Arrow's threads on every core and
+  with one thread;
+* the record path: orjson where it provably equals the stdlib parse, one dict per record read by key
+  signature, the garbage collector paused (the fast path before the columnar one);
 * the reference path of the same code (stdlib ``json`` with the duplicate-key hook, the collector running):
-  the parser and allocation behaviour of the code before the fast path, every check identical;
+  the parser and allocation behaviour of the code before any fast path, every check identical;
 * the naive baseline a user would write first: ``pd.DataFrame(json.load(f)["prices"])`` per file plus
   ``pd.concat`` (no validation, no quarantine, no derived tables);
-* scaling: the local process pool with 1 and 2 workers, and a Dask ``LocalCluster`` (127.0.0.1) with 1 and
-  2 worker processes (the cluster's start-up is not timed; scattering the work and gathering it is).
+* scaling: one process with one Arrow thread against the local process pool with 2 workers (one thread
+  each), and a Dask ``LocalCluster`` (127.0.0.1) with 1 and 2 worker processes (the cluster's start-up is
+  not timed; scattering the work and gathering it is).
 
 Every parallel result is checked equal to the single-process one. Ratios are printed, not asserted.
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from timing import best_of
 
 from workbench import config
@@ -41,15 +46,38 @@ def naive(folder: Path) -> int:
 
 
 @contextlib.contextmanager
+def record_path() -> Any:
+    """No columnar reading: every file parsed into one dict per record (orjson where provably exact)."""
+    columnar = read._columnar_eligible
+    read._columnar_eligible = lambda raw: False
+    try:
+        yield
+    finally:
+        read._columnar_eligible = columnar
+
+
+@contextlib.contextmanager
 def reference_path() -> Any:
-    """The stdlib parser and a running garbage collector (the ingestion before the fast path)."""
+    """The stdlib parser and a running garbage collector (the ingestion before any fast path)."""
     fast, bulk = read._fast_loads, read._bulk_allocation
     read._fast_loads = lambda raw: None
     read._bulk_allocation = contextlib.nullcontext
     try:
-        yield
+        with record_path():
+            yield
     finally:
         read._fast_loads, read._bulk_allocation = fast, bulk
+
+
+@contextlib.contextmanager
+def arrow_threads(n: int) -> Any:
+    """Arrow's CPU thread pool limited to ``n`` threads."""
+    before = pa.cpu_count()
+    pa.set_cpu_count(n)
+    try:
+        yield
+    finally:
+        pa.set_cpu_count(before)
 
 
 def same(a: tuple[pd.DataFrame, ...], b: tuple[pd.DataFrame, ...]) -> bool:
@@ -75,20 +103,25 @@ def main() -> None:
     folder = raw / "merged_trades" / cfg.wallet
     n_files = sum(1 for _ in folder.glob("*.json"))
     t_fast, one = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
+    with arrow_threads(1):
+        t_one, res_one = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
+    with record_path():
+        t_rec, rec = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
     with reference_path():
         t_ref, ref = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
     t_naive, n_naive = best_of(lambda: naive(folder), args.repeat)
     t_derive, _ = best_of(lambda: derive_tables(one[0], "15min"), args.repeat, warmup=False)
     n = len(one[0])
     rows: list[tuple[str, float, int, bool]] = [
-        ("read_events, 1 process (fast path)", t_fast, n, True),
-        ("read_events, 1 process (reference parse)", t_ref, n, same(one, ref)),
+        ("read_events, 1 process, columnar (default)", t_fast, n, True),
+        ("  the same, 1 Arrow thread", t_one, n, same(one, res_one)),
+        ("read_events, 1 process, record path (orjson)", t_rec, n, same(one, rec)),
+        ("read_events, 1 process, reference parse", t_ref, n, same(one, ref)),
         ("naive pd.DataFrame per file (no checks)", t_naive, n_naive, True),
         ("derive_tables (trades, positions, bars)", t_derive, n, True),
     ]
-    for w in (1, 2):
-        t, res = best_of(lambda: read_events(folder, progress=False, workers=w), args.repeat)
-        rows.append((f"local process pool, {w} worker(s)", t, n, same(one, res)))  # 1 = in this process
+    t_pool, res = best_of(lambda: read_events(folder, progress=False, workers=2), args.repeat)
+    rows.append(("local process pool, 2 workers", t_pool, n, same(one, res)))
     if not args.no_dask:
         from distributed import Client, LocalCluster
 
@@ -104,13 +137,14 @@ def main() -> None:
     for name, t, k, ok in rows:
         print(f"{name:<46}{t:>9.2f}{k / t:>14,.0f}  {'yes' if ok else 'NO'}")
     pool = {name: t for name, t, _, _ in rows}
-    print(f"single process, fast / reference parse: {t_ref / t_fast:.2f}x the events/s")
-    print(f"single process, fast / naive unvalidated: {t_naive / t_fast:.2f}x the events/s")
-    print(f"local pool, 2 workers / 1 worker: {pool['local process pool, 1 worker(s)'] / pool['local process pool, 2 worker(s)']:.2f}x")
+    print(f"single process, columnar / reference parse: {t_ref / t_fast:.2f}x the events/s "
+          f"({t_ref / t_one:.2f}x with one Arrow thread)")
+    print(f"single process, columnar / record path (orjson): {t_rec / t_fast:.2f}x the events/s")
+    print(f"single process, columnar / naive unvalidated: {t_naive / t_fast:.2f}x the events/s")
+    print(f"local pool, 2 workers / 1 process with 1 thread: {t_one / t_pool:.2f}x")
     if not args.no_dask:
         print(f"Dask, 2 workers / 1 worker: "
               f"{pool['Dask LocalCluster, 1 worker process(es)'] / pool['Dask LocalCluster, 2 worker process(es)']:.2f}x")
-
 
 if __name__ == "__main__":
     main()

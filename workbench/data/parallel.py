@@ -2,7 +2,8 @@
 the workers of a Dask cluster (``dask.distributed``), merged in file order so the result never depends on
 how the work was split.
 
-Parsing is CPU-bound Python (one dict per record), so threads would not help; processes do. A share is a
+Clean files are parsed by Arrow (threaded) and the rest record by record in Python, CPU-bound, so a pool
+worker runs Arrow on one thread and the workers are processes. A share is a
 contiguous run of the walked files (name order), sized so that every worker gets several shares and a slow
 share does not leave the others idle.
 """
@@ -15,9 +16,6 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Sequence
-
-import numpy as np
-import pandas as pd
 
 from workbench import config
 from workbench.data.schema import MAX_FILE_BYTES, IngestError
@@ -71,35 +69,12 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _packed_part(job: Sequence[SourceFile], max_file_bytes: int) -> "_Part":
-    """:func:`read_part` with its object columns sent as codes and distinct values (a file's slug, wallet
-    and name repeat on every record: pickling them per record would cost more than reading)."""
+def _worker_part(job: Sequence[SourceFile], max_file_bytes: int) -> "_Part":
+    """:func:`read_part` in a pool or Dask worker (Arrow on one thread; text columns already travel as
+    codes and distinct values, see :class:`workbench.data.columnar.Coded`)."""
     from workbench.data.read import read_part
 
-    part = read_part(job, max_file_bytes, False)
-    for k, v in list(part.jcols.items()):
-        if v.dtype == object:
-            codes, uniques = pd.factorize(v, use_na_sentinel=True)
-            part.jcols[k] = _Coded(codes.astype(np.int32), np.asarray(uniques, dtype=object))
-    return part
-
-
-class _Coded:
-    """An object column as int32 codes into its distinct values (-1: None)."""
-
-    def __init__(self, codes: np.ndarray, uniques: np.ndarray) -> None:
-        self.codes, self.uniques = codes, uniques
-
-    def expand(self) -> np.ndarray:
-        out = np.full(len(self.codes), None, dtype=object)
-        ok = self.codes >= 0
-        out[ok] = self.uniques[self.codes[ok]]
-        return out
-
-
-def _unpacked(part: "_Part") -> "_Part":
-    part.jcols = {k: (v.expand() if isinstance(v, _Coded) else v) for k, v in part.jcols.items()}
-    return part
+    return read_part(job, max_file_bytes, False, threads=False)
 
 
 def read_parts(files: Sequence[SourceFile], *, max_file_bytes: int = MAX_FILE_BYTES, workers: int | None = None,
@@ -126,8 +101,8 @@ def read_parts(files: Sequence[SourceFile], *, max_file_bytes: int = MAX_FILE_BY
         return [read_part(job, max_file_bytes, False) for job in config.progress(jobs, "file shares", enabled=progress)]
     try:
         with ProcessPoolExecutor(max_workers=n, mp_context=_context()) as pool:
-            futures = [pool.submit(_packed_part, job, max_file_bytes) for job in jobs]
-            return [_unpacked(f.result()) for f in config.progress(futures, "file shares", enabled=progress)]
+            futures = [pool.submit(_worker_part, job, max_file_bytes) for job in jobs]
+            return [f.result() for f in config.progress(futures, "file shares", enabled=progress)]
     except BrokenProcessPool as exc:  # a worker killed (out of memory, a signal): nothing partial is returned
         raise IngestError(f"a reading process died ({exc}); retry with workers=1 to read in one process") from None
 
@@ -146,8 +121,8 @@ def _read_on_dask(files: Sequence[SourceFile], scheduler: object, max_file_bytes
     try:
         n = max(1, sum(client.nthreads().values()))
         jobs = work_shares(files, max(2, n))  # a cluster of one thread still gets several shares
-        futures = client.map(_packed_part, jobs, max_file_bytes=max_file_bytes, pure=False)
-        return [_unpacked(p) for p in client.gather(futures)]
+        futures = client.map(_worker_part, jobs, max_file_bytes=max_file_bytes, pure=False)
+        return list(client.gather(futures))
     finally:
         if client is not scheduler:
             client.close()

@@ -16,9 +16,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from workbench import config
+from workbench.data.columnar import TEXT_COLUMNS, Coded, _int_column, _text_column
+from workbench.data.columnar import eligible as _columnar_eligible
+from workbench.data.columnar import read_columns
 from workbench.data.fastparse import _bulk_allocation, _fast_loads
 from workbench.data.ledger import DOWN, UP
 from workbench.data.schema import (_ANY_SLUG_RE, _MAX_ABS, _MAX_SLUG, _MIN_MS, _NUM_FIELDS, _TYPE_ORDER,
@@ -104,8 +106,11 @@ def read_json_file(path: Path, wallet: str, source: str, max_bytes: int = MAX_FI
     """
     res = _FileResult(_file_stat(source, wallet, "json"))
     raw = _read_bytes(path, res, max_bytes)
-    if raw is None:
-        return res
+    return res if raw is None else _parse_json(res, raw, path)
+
+
+def _parse_json(res: _FileResult, raw: bytes, path: Path) -> _FileResult:
+    """The reference parse of one JSON file's bytes into ``res`` (its records, its window, or a reject)."""
     if not raw.strip():
         return res.reject("empty file")
     doc = _fast_loads(raw)
@@ -283,20 +288,31 @@ def _json_columns(results: list[_FileResult]) -> tuple[dict[str, Any], list[dict
     results = [r for r in results if r.stat["status"] == "ok" and r.records]
     counts = np.array([len(r.records) for r in results], dtype=np.int64)
     recs: list[Any] = [rec for r in results for rec in r.records]
-    meta = {k: np.repeat(np.array([r.stat[k] for r in results], dtype=object), counts)
-            for k in ("source_file", "wallet", "slug", "underlying", "market_start", "market_end")}
-    record = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, dtype=np.int64)
+    meta, record = _file_meta(results, counts)
     lo = meta["market_start"].astype(np.int64) - _WINDOW_SLACK_BEFORE_MS if len(recs) else np.zeros(0, np.int64)
     hi = meta["market_end"].astype(np.int64) + _WINDOW_SLACK_AFTER_MS if len(recs) else np.zeros(0, np.int64)
     cols, reasons, defaulted = _validate_json_records(recs, lo, hi, meta["slug"])
     bad = np.flatnonzero(reasons != None)  # noqa: E711
     quarantine = [_qrow(meta["source_file"][i], "record", reasons[i], record=int(record[i]), raw=recs[i]) for i in bad]
-    ok = reasons == None  # noqa: E711
+    return _kept_columns(results, counts, meta, record, cols, reasons == None, defaulted), quarantine  # noqa: E711
+
+
+def _file_meta(results: list[_FileResult], counts: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-record file columns (each file's value repeated on its records) and record numbers in the file."""
+    meta = {k: np.repeat(np.array([r.stat[k] for r in results], dtype=object if k in TEXT_COLUMNS else np.int64),
+                         counts) for k in ("source_file", "wallet", "slug", "underlying", "market_start", "market_end")}
+    record = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, dtype=np.int64)
+    return meta, record
+
+
+def _kept_columns(results: list[_FileResult], counts: np.ndarray, meta: dict[str, np.ndarray], record: np.ndarray,
+                  cols: dict[str, np.ndarray], ok: np.ndarray, defaulted: np.ndarray) -> dict[str, Any]:
+    """The kept records' columns; sets each file's counters (records kept out of time order, fills whose
+    missing outcome was taken as Up)."""
     out = {k: v[ok] for k, v in cols.items()}
     out.update({k: v[ok] for k, v in meta.items()})
     out["record"] = record[ok]
     out["tx_hash"] = np.full(int(ok.sum()), None, dtype=object)
-    # per-file counters: records kept out of time order, fills whose missing outcome was taken as Up
     file_of = np.repeat(np.arange(len(results)), counts)[ok]
     t = out["t"]
     if len(t):
@@ -307,7 +323,38 @@ def _json_columns(results: list[_FileResult]) -> tuple[dict[str, Any], list[dict
         dflt = np.bincount(file_of, weights=defaulted[ok], minlength=len(results))
         for r, a, b in zip(results, ooo, dflt):
             r.stat["out_of_order"], r.stat["outcome_defaulted"] = int(a), int(b)
-    return out, quarantine
+    return out
+
+
+def _read_json_files(todo: list[tuple[_FileResult, bytes, Path]], threads: bool
+                     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Kept columns and record quarantine rows of JSON files already read into memory.
+
+    Files the columnar path (:mod:`workbench.data.columnar`) accepts are parsed and validated by Arrow and
+    numpy; every other file (anything doubtful, any record that would be quarantined) is parsed by
+    :func:`_parse_json` and validated record by record, so its quarantine rows are the reference path's.
+    """
+    offer = [i for i, (_, raw, _) in enumerate(todo) if _columnar_eligible(raw)]
+    fast = read_columns([todo[i][1] for i in offer], threads=threads) if offer else None
+    taken = {offer[i] for i in fast.files} if fast is not None else set()
+    slow = []
+    for i, (res, raw, path) in enumerate(todo):
+        if i not in taken:
+            _parse_json(res, raw, path)
+            slow.append(res)
+    cols, quarantine = _json_columns(slow)
+    if not taken:
+        return cols, quarantine
+    assert fast is not None
+    done = [todo[offer[i]][0] for i in fast.files]
+    for res, slug, start, end, under, n in zip(done, fast.slugs, fast.starts, fast.ends, fast.underlyings,
+                                               fast.counts):
+        res.stat.update(slug=slug, market_start=start, market_end=end, underlying=under, records=int(n))
+    meta, record = _file_meta(done, fast.counts)
+    kept = _kept_columns(done, fast.counts, meta, record, fast.cols, np.ones(len(record), bool), fast.defaulted)
+    if not len(cols["t"]):
+        return kept, quarantine
+    return {k: _concat(kept[k], cols[k]) for k in kept}, quarantine
 
 
 def _rows_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -320,8 +367,12 @@ def _rows_columns(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _concat(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Concatenate two column arrays, keeping a numeric dtype when both are numeric."""
+def _concat(a: Any, b: Any) -> Any:
+    """Concatenate two column arrays (or coded text columns), keeping a numeric dtype when both are numeric."""
+    if len(b) == 0:
+        return a
+    if isinstance(a, Coded) or isinstance(b, Coded):
+        return Coded.concat([x if isinstance(x, Coded) else Coded.of(x) for x in (a, b)])
     a, b = np.asarray(a), np.asarray(b)
     if a.dtype.kind in "fiu" and b.dtype.kind in "fiu":
         return np.concatenate([a, b])
@@ -342,27 +393,34 @@ class _Part:
     jq: list[dict[str, Any]]
 
 
-def read_part(files: Sequence[SourceFile], max_file_bytes: int = MAX_FILE_BYTES, progress: bool | None = False
-              ) -> _Part:
+def read_part(files: Sequence[SourceFile], max_file_bytes: int = MAX_FILE_BYTES, progress: bool | None = False,
+              threads: bool = True) -> _Part:
     """Read and validate a share of the files (the unit of work of a process pool or a Dask worker).
 
     Every record check is per record and every counter per file, so validating the files in shares and
-    concatenating the shares in order gives exactly the single batch's result.
+    concatenating the shares in order gives exactly the single batch's result. ``threads``: let Arrow parse
+    on every core (``False`` in a pool or Dask worker, which has a core of its own).
     """
     with _bulk_allocation():
         json_results, csv_results, other = [], [], []
+        todo: list[tuple[_FileResult, bytes, Path]] = []
         for f in config.progress(files, "files", enabled=progress):
             suffix = f.path.suffix.lower()
             wallet = display_path(f.wallet)
             if suffix == ".json":
-                json_results.append(read_json_file(f.path, wallet.lower() if wallet.startswith("0x") else wallet,
-                                                   f.name, max_file_bytes))
+                res = _FileResult(_file_stat(f.name, wallet.lower() if wallet.startswith("0x") else wallet, "json"))
+                json_results.append(res)
+                raw = _read_bytes(f.path, res, max_file_bytes)
+                if raw is not None:
+                    todo.append((res, raw, f.path))
             elif suffix == ".csv":
                 csv_results.append(read_activity_csv(f.path, wallet, f.name, max_file_bytes))
             else:
                 other.append(_FileResult(_file_stat(f.name, wallet, suffix)).reject(
                     f"unsupported file type {display_path(suffix)!r}"))
-        jcols, jq = _json_columns(json_results)
+        jcols, jq = _read_json_files(todo, threads)
+        del todo
+        jcols = {k: Coded.of(v) if k in TEXT_COLUMNS else v for k, v in jcols.items()}
         for r in json_results:
             r.records = []
         return _Part(json_results, csv_results, other, jcols, jq)
@@ -372,7 +430,8 @@ def _merge_parts(parts: Sequence[_Part]) -> tuple[list[_FileResult], list[_FileR
                                                   dict[str, Any], list[dict[str, Any]]]:
     """The shares concatenated in file order (as if read in one batch)."""
     filled = [p for p in parts if len(p.jcols["t"])] or list(parts[:1])  # an empty share's dtypes may differ
-    jcols = {k: np.concatenate([p.jcols[k] for p in filled]) for k in filled[0].jcols}
+    jcols = {k: (Coded.concat([p.jcols[k] for p in filled]) if isinstance(filled[0].jcols[k], Coded)
+                 else np.concatenate([p.jcols[k] for p in filled])) for k in filled[0].jcols}
     return ([r for p in parts for r in p.json_results], [r for p in parts for r in p.csv_results],
             [r for p in parts for r in p.other], jcols, [q for p in parts for q in p.jq])
 
@@ -479,37 +538,10 @@ def _drop_cross_format_fills(events: pd.DataFrame, csv_sources: set[str]) -> tup
     return events[~drop].reset_index(drop=True), q
 
 
-def _text_column(values: np.ndarray) -> pd.Series:
-    """pandas' string dtype from an object array of str/None (None becomes missing).
-
-    The columns repeat a few values (a file's slug on each of its records), so the values are factorised
-    first and the string column is built by Arrow from the codes: the strings are converted once per
-    distinct value instead of once per record (several times faster than ``Series(values, dtype="str")``).
-    """
-    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
-    dictionary = pa.array(list(uniques), type=pa.large_string())
-    indices = pa.array(codes.astype(np.int32), mask=codes < 0)
-    arr = pa.DictionaryArray.from_arrays(indices, dictionary).cast(pa.large_string())
-    return arr.to_pandas(types_mapper={pa.large_string(): pd.StringDtype(na_value=np.nan)}.get)
-
-
-def _int_column(values: np.ndarray) -> pd.api.extensions.ExtensionArray:
-    """Nullable Int64 from an integer array, or from an object array with None (the slower general path)."""
-    values = np.asarray(values)
-    if values.dtype.kind in "iu":
-        return pd.array(values.astype(np.int64), dtype="Int64")
-    try:
-        return pd.array(values.astype(np.int64), dtype="Int64")
-    except (TypeError, ValueError):
-        return pd.array(values, dtype="Int64")
-
-
 def _events_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
     """Typed, time-sorted events table from canonical column arrays."""
-    kind = np.asarray(cols["type"], dtype=object)
-    order = np.zeros(len(kind), dtype=np.int64)
-    for name, rank in _TYPE_ORDER.items():
-        order[kind == name] = rank
+    kind = cols["type"] if isinstance(cols["type"], Coded) else Coded.of(cols["type"])
+    order = np.array([_TYPE_ORDER.get(v, 0) for v in kind.uniques] + [0], dtype=np.int64)[kind.codes]
     df = pd.DataFrame({
         "t": np.asarray(cols["t"], dtype=np.int64),
         **{c: _text_column(cols[c]) for c in ("wallet", "slug", "underlying", "type", "outcome", "side", "tx_hash",
