@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench import metrics
 from workbench.twin import backtest, steering
 
 
@@ -74,7 +75,7 @@ def paired(pnl: pd.DataFrame, model: str, n_boot: int = 2000, seed: int = 0) -> 
         se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else np.nan
         lo, hi = np.quantile(boot, [0.025, 0.975])
         rows[other] = {"diff_per_market": float(diff.mean()), "ci_low": float(lo), "ci_high": float(hi),
-                       "mde_per_market": float(2.8 * se), "better": bool(lo > 0), "worse": bool(hi < 0)}
+                       "mde_per_market": metrics.detectable_difference(se), "better": bool(lo > 0), "worse": bool(hi < 0)}
     return pd.DataFrame(rows).T
 
 

@@ -178,7 +178,7 @@ def comparison_table(rows: pd.DataFrame, single: str, multi: str, n_boot: int = 
         both = wide[[single, multi]].dropna()
         d, dlo, dhi = metrics.paired_bootstrap_diff(both[multi].to_numpy(float), both[single].to_numpy(float),
                                                    n_boot=n_boot, seed=seed)
-        row.update({"diff": d, "diff_lo": dlo, "diff_hi": dhi, "detectable": 2.8 * (dhi - dlo) / (2 * 1.96),
+        row.update({"diff": d, "diff_lo": dlo, "diff_hi": dhi, "detectable": metrics.detectable_difference(metrics.se_from_interval(dlo, dhi)),
                     "verdict": ("multi-task helps" if dlo > 0 else "multi-task hurts" if dhi < 0 else "no detectable difference")})
         out.append(row)
     return pd.DataFrame(out).set_index("task")

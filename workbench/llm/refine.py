@@ -104,7 +104,7 @@ def refinement_study(base: Any, start_adapters: Sequence[str | Path], train: pd.
         if arm == "refined":
             d, dlo, dhi = metrics.paired_bootstrap_diff(v, scores[("control", r)], n_boot=n_boot, seed=seed)
             row.update({"refined_minus_control": d, "rmc_lo": dlo, "rmc_hi": dhi,
-                        "detectable": 2.8 * (dhi - dlo) / (2 * 1.96)})
+                        "detectable": metrics.detectable_difference(metrics.se_from_interval(dlo, dhi))})
         rows.append(row)
     table = pd.DataFrame(rows).sort_values(["arm", "round"], ascending=[False, True]).reset_index(drop=True)
     per_prompt = pd.DataFrame([{"arm": a, "round": r, "prompt": i, "score": float(x)}

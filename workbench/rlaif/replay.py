@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from workbench import metrics
 from workbench.rlaif.online import OnlineRewardModelTrainer, train_reward_model
 from workbench.rlaif.store import PreferencePair
 
@@ -128,7 +129,7 @@ def summary(per_pair: pd.DataFrame, daily: pd.DataFrame, windows: dict[str, tupl
                "weekly_ci": np.quantile(wk_b, [0.025, 0.975]).tolist(),
                "online_minus_weekly": (on_s.sum() - wk_s.sum()) / n.sum(),
                "difference_ci": np.quantile(on_b - wk_b, [0.025, 0.975]).tolist(),
-               "min_detectable": float(2.8 * np.std(on_b - wk_b, ddof=1)),
+               "min_detectable": metrics.detectable_difference(float(np.std(on_b - wk_b, ddof=1))),
                "online_churn": float(dd["online_churn"].mean()), "weekly_churn": float(dd["weekly_churn"].mean())}
         out.append(row)
     return pd.DataFrame(out).set_index("window")

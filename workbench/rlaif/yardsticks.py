@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from workbench import metrics
 from workbench.rlaif.store import PreferencePair, TradingDecision
 
 Scorer = Callable[[TradingDecision], float]
@@ -160,7 +161,7 @@ def paired_difference(a: dict[int, TradingDecision], b: dict[int, TradingDecisio
     boot = x[np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
     se = float(boot.std(ddof=1))
     return {"difference": float(x.mean()), "ci": [float(v) for v in np.quantile(boot, [0.025, 0.975])], "se": se,
-            "min_detectable": 2.8 * se, "points": int(len(x))}
+            "min_detectable": metrics.detectable_difference(se), "points": int(len(x))}
 
 
 def monitor_within_points(groups: dict[int, list[TradingDecision]], scores: dict[str, float],

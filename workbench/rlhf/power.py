@@ -29,7 +29,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 from workbench import metrics
 from workbench.analysis.verifier import StepVerifier
@@ -96,7 +95,7 @@ def minimum_detectable_effect(sd_diff: float, n: int, alpha: float = 0.05, power
     """Smallest true mean paired difference detected with ``power`` at two-sided level ``alpha``."""
     if n < 2 or not np.isfinite(sd_diff):
         return float("nan")
-    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * sd_diff / math.sqrt(n))
+    return metrics.detectable_difference(sd_diff / math.sqrt(n), alpha, power)
 
 
 TARGETS = ("true_ev", "ret0", "held_out_claims", "true_step_share")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from workbench import metrics as wb_metrics
 from workbench.data.simulate import ACTIONS
 
 K = len(ACTIONS)
@@ -100,7 +101,7 @@ def compare(y: np.ndarray, probs_a: np.ndarray, probs_b: np.ndarray, groups: np.
     q = [(1 - level) / 2, (1 + level) / 2]
     se = float(d.std(ddof=1))
     return {"metric": metric, "difference": float(diff), "ci": [float(v) for v in np.quantile(d, q)], "se": se,
-            "min_detectable": 2.8 * se}
+            "min_detectable": wb_metrics.detectable_difference(se)}
 
 
 def score_table(y_val: np.ndarray, y_test: np.ndarray, models: dict[str, tuple[np.ndarray, np.ndarray]],
