@@ -27,7 +27,7 @@ gives; that is written here:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -94,11 +94,14 @@ class _Text:
         self.codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False)
         self.values: list[str | None] = enc.dictionary.to_pylist() + [None]
 
-    def map(self, mapping: dict[str, str] | None = None) -> np.ndarray:
-        """The values (``mapping`` applied to each after blanks and case are folded, None if unmapped)."""
-        vals = self.values if mapping is None else [
-            None if v is None else mapping.get(v.strip().lower()) for v in self.values]
-        return np.array(vals, dtype=object)[self.codes]
+    def coded(self, canonical: Sequence[str] | None = None) -> "Coded":
+        """The column as :class:`Coded`; with ``canonical``, each value folded (blanks stripped, lower case)
+        onto the canonical value it names (code -1 when it names none)."""
+        if canonical is None:
+            return Coded(self.codes, np.array(self.values[:-1], dtype=object))
+        index = {c.lower(): i for i, c in enumerate(canonical)}
+        remap = np.array([index.get(v.strip().lower(), -1) for v in self.values[:-1]] + [-1], dtype=np.int32)
+        return Coded(remap[self.codes], np.array(canonical, dtype=object))
 
     def missing(self) -> np.ndarray:
         return self.codes == -1
@@ -144,7 +147,7 @@ def _validate(f: dict[str, np.ndarray], p: dict[str, np.ndarray], text: dict[str
               hi: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """Every check of the reference validator as one mask (True: the record is kept), and the canonical
     columns. A field is read only for the record types that carry it, as in the reference."""
-    kind = text["type"].map()
+    kind = text["type"].coded()
     n = len(kind)
     fill = text["type"].isin(("trade", "last_trade_price"))
     quote = text["type"].isin(("price_change",))
@@ -180,15 +183,16 @@ def _validate(f: dict[str, np.ndarray], p: dict[str, np.ndarray], text: dict[str
         o, h, lw, c = cols["open"], cols["high"], cols["low"], cols["close"]
         ok &= ~bar | ((np.minimum.reduce([o, h, lw, c]) > 0) & (lw <= np.minimum(o, c)) & (np.maximum(o, c) <= h)
                       & ~(cols["volume"] < 0))
-    outcome = text["outcome"].map({"up": UP, "down": DOWN})
-    side = text["side"].map({"buy": "BUY", "sell": "SELL"})
+    outcome = text["outcome"].coded((UP, DOWN)).codes
+    side = text["side"].coded(("BUY", "SELL"))
     o_missing = text["outcome"].missing()
-    ok &= ~(fill | quote | resolution) | o_missing | np.not_equal(outcome, None)
+    ok &= ~(fill | quote | resolution) | o_missing | (outcome >= 0)
     ok &= ~resolution | ~o_missing
-    ok &= ~fill | np.not_equal(side, None)
+    ok &= ~fill | (side.codes >= 0)
     defaulted = (fill | quote) & o_missing
-    cols["outcome"] = np.where(fill | quote | resolution, np.where(defaulted, UP, outcome), None)
-    cols["side"] = np.where(fill, side, None)
+    cols["outcome"] = Coded(np.where(fill | quote | resolution, np.where(defaulted, 0, outcome), -1),
+                            np.array([UP, DOWN], dtype=object))
+    cols["side"] = Coded(np.where(fill, side.codes, -1), side.uniques)
     return ok, cols, defaulted
 
 
@@ -270,12 +274,13 @@ def read_columns(raws: Sequence[bytes], *, threads: bool = True) -> Columns:
         parts.append(({k: v[take] for k, v in cols.items()}, defaulted[take]))
     if not parts:
         empty = {"t": np.zeros(0, np.int64), **{k: np.zeros(0) for k in _NUM_FIELDS},
-                 **{k: np.zeros(0, dtype=object) for k in _TEXT}}
+                 **{k: Coded(np.zeros(0, np.int32), np.zeros(0, object)) for k in _TEXT}}
         parts.append((empty, np.zeros(0, bool)))
     # the halves of a refused batch are parsed first half first: the accepted files stay in input order
     return Columns(np.concatenate(keep_files) if keep_files else np.zeros(0, np.int64), slugs, starts, ends, unders,
                    np.concatenate(counts_out) if counts_out else np.zeros(0, np.int64),
-                   {k: np.concatenate([c[k] for c, _ in parts]) for k in parts[0][0]},
+                   {k: (Coded.concat([c[k] for c, _ in parts]) if isinstance(parts[0][0][k], Coded)
+                        else np.concatenate([c[k] for c, _ in parts])) for k in parts[0][0]},
                    np.concatenate([d for _, d in parts]))
 
 
@@ -298,6 +303,10 @@ class Coded:
 
     def __len__(self) -> int:
         return len(self.codes)
+
+    def __getitem__(self, index: Any) -> "Coded":
+        """The rows selected by a boolean mask or integer index."""
+        return Coded(self.codes[index], self.uniques)
 
     @classmethod
     def of(cls, values: np.ndarray) -> "Coded":

@@ -420,7 +420,7 @@ def read_part(files: Sequence[SourceFile], max_file_bytes: int = MAX_FILE_BYTES,
                     f"unsupported file type {display_path(suffix)!r}"))
         jcols, jq = _read_json_files(todo, threads)
         del todo
-        jcols = {k: Coded.of(v) if k in TEXT_COLUMNS else v for k, v in jcols.items()}
+        jcols = {k: Coded.of(v) if k in TEXT_COLUMNS and not isinstance(v, Coded) else v for k, v in jcols.items()}
         for r in json_results:
             r.records = []
         return _Part(json_results, csv_results, other, jcols, jq)
