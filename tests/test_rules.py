@@ -210,3 +210,27 @@ def test_real_wallet_card_reports_its_sample_and_refuses_too_little() -> None:
     assert set(out["tests"]["term"]) == {"price_c", "imbalance", "minutes_left"}
     few = study.real_wallet_card(pd.DataFrame(rows[:5]), "0xabc")
     assert few["note"].startswith("too few buys") and few["table"].empty
+
+
+def test_calibration_yardstick_tells_calibrated_intervals_from_a_bias() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from workbench.rules import study
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for run in range(40):
+        for p, bias in (("fair", 0.0), ("other", 0.0), ("biased", 2.5)):
+            est = 1.0 + rng.normal(bias * 0.1, 0.1)
+            rows.append({"run": run, "parameter": p, "estimate": est, "lo": est - 0.196, "hi": est + 0.196,
+                         "true": 1.0, "covered": abs(est - 1.0) <= 0.196})
+    c = study.calibration(pd.DataFrame(rows))
+    assert c["bias"].loc["fair", "mean_z"] == pytest.approx(0.0, abs=0.5)
+    assert c["bias"].loc["biased", "mean_z"] > 1.5 and c["bias"].loc["biased", "share_below_truth"] < 0.2
+    fair = study.calibration(pd.DataFrame([r for r in rows if r["parameter"] != "biased"]))
+    assert fair["pooled"]["ci"][0] <= 0.95 <= fair["pooled"]["ci"][1]
+    # calibrated intervals, 5 runs, 21 parameters: P(Bin(5, .95) = 5) ** 21
+    five = pd.DataFrame([{"run": r, "parameter": f"p{k}", "estimate": 0.0, "lo": -1.0, "hi": 1.0, "true": 0.0,
+                          "covered": True} for r in range(5) for k in range(21)])
+    assert study.calibration(five)["target_probability"] == pytest.approx(0.95 ** 105, rel=1e-9)

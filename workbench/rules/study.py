@@ -108,6 +108,49 @@ def recovery(configs: dict[str, Any], **kw: Any) -> tuple[pd.DataFrame, pd.DataF
     return long, cov, pd.DataFrame(facts).set_index("run")
 
 
+def calibration(long: pd.DataFrame, level: float = 0.95, target: float = 0.9) -> dict[str, Any]:
+    """How to read a coverage table: pooled coverage, per-parameter bias, and what calibrated intervals would score.
+
+    Parameters
+    ----------
+    long : DataFrame
+        :func:`recovery`'s long table (one row per run and parameter: ``estimate``, ``lo``, ``hi``, ``true``,
+        ``covered``); rows without an interval (a dropped term) count in the pooled coverage only.
+    level : nominal level of the intervals.
+    target : the share of runs each parameter's interval must cover.
+
+    Returns
+    -------
+    dict
+        ``pooled`` (covered share of every run x parameter pair, Wilson 95 % interval, pairs), ``bias`` (per
+        parameter: mean standardised error ``(estimate - true) / se`` over runs with ``se = (hi - lo) / (2 z)``,
+        and the share of runs below the truth; a calibrated interval gives a mean near 0 and a share near 1/2,
+        a consistent sign over runs is a bias, not noise), and ``target_probability``: the chance that
+        perfectly calibrated ``level`` intervals meet the target for every parameter with this many runs,
+        ``P(Binomial(runs, level) >= ceil(target x runs)) ** parameters`` (parameters taken as independent) --
+        the yardstick's own power.
+    """
+    from scipy.stats import binom, norm
+    from statsmodels.stats.proportion import proportion_confint
+
+    cov = long["covered"].astype(bool)
+    lo, hi = proportion_confint(int(cov.sum()), len(cov), alpha=0.05, method="wilson") if len(cov) else (np.nan,) * 2
+    z = float(norm.ppf((1 + level) / 2))
+    iv = long[(long["hi"] > long["lo"]) & long["true"].notna()]
+    se = (iv["hi"] - iv["lo"]) / (2 * z)
+    zs = ((iv["estimate"] - iv["true"]) / se).groupby(iv["parameter"])
+    below = (iv["estimate"] < iv["true"]).groupby(iv["parameter"]).mean()
+    bias = pd.DataFrame({"mean_z": zs.mean(), "runs": zs.size(), "share_below_truth": below})
+    runs = int(long.groupby("parameter").size().median()) if len(long) else 0
+    k = int(long["parameter"].nunique())
+    need = math.ceil(target * runs - 1e-9)
+    p_one = float(binom.sf(need - 1, runs, level)) if runs else float("nan")
+    return {"pooled": {"coverage": float(cov.mean()) if len(cov) else float("nan"), "ci": [float(lo), float(hi)],
+                       "pairs": int(len(cov)), "nominal": level},
+            "bias": bias, "runs_per_parameter": runs, "parameters": k,
+            "target_probability": p_one ** k if runs else float("nan"), "one_parameter_probability": p_one}
+
+
 def population(base: Any, n: int, seed: int = 0) -> dict[str, Any]:
     """``n`` simulated traders with hidden parameters drawn around ``base``'s (one in three ignores momentum,
     so model choice must drop a term); each with its own simulation seed."""
