@@ -279,8 +279,7 @@ def read_columns(raws: Sequence[bytes], *, threads: bool = True) -> Columns:
     # the halves of a refused batch are parsed first half first: the accepted files stay in input order
     return Columns(np.concatenate(keep_files) if keep_files else np.zeros(0, np.int64), slugs, starts, ends, unders,
                    np.concatenate(counts_out) if counts_out else np.zeros(0, np.int64),
-                   {k: (Coded.concat([c[k] for c, _ in parts]) if isinstance(parts[0][0][k], Coded)
-                        else np.concatenate([c[k] for c, _ in parts])) for k in parts[0][0]},
+                   {k: concat([c[k] for c, _ in parts]) for k in parts[0][0]},
                    np.concatenate([d for _, d in parts]))
 
 
@@ -337,6 +336,11 @@ class Coded:
     def expand(self) -> np.ndarray:
         """The object array of str/None."""
         return np.r_[self.uniques, np.array([None], dtype=object)][self.codes]
+
+
+def concat(parts: Sequence["Coded | np.ndarray"]) -> "Coded | np.ndarray":
+    """Columns of the same kind one after another: coded text columns by :meth:`Coded.concat`, arrays by numpy."""
+    return Coded.concat(parts) if isinstance(parts[0], Coded) else np.concatenate(parts)
 
 
 def _text_column(values: "Coded | np.ndarray") -> pd.Series:

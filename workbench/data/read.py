@@ -19,6 +19,7 @@ import pandas as pd
 
 from workbench import config
 from workbench.data.columnar import TEXT_COLUMNS, Coded, _int_column, _text_column
+from workbench.data.columnar import concat as concat_columns
 from workbench.data.columnar import eligible as _columnar_eligible
 from workbench.data.columnar import read_columns
 from workbench.data.fastparse import _bulk_allocation, _fast_loads
@@ -430,8 +431,7 @@ def _merge_parts(parts: Sequence[_Part]) -> tuple[list[_FileResult], list[_FileR
                                                   dict[str, Any], list[dict[str, Any]]]:
     """The shares concatenated in file order (as if read in one batch)."""
     filled = [p for p in parts if len(p.jcols["t"])] or list(parts[:1])  # an empty share's dtypes may differ
-    jcols = {k: (Coded.concat([p.jcols[k] for p in filled]) if isinstance(filled[0].jcols[k], Coded)
-                 else np.concatenate([p.jcols[k] for p in filled])) for k in filled[0].jcols}
+    jcols = {k: concat_columns([p.jcols[k] for p in filled]) for k in filled[0].jcols}
     return ([r for p in parts for r in p.json_results], [r for p in parts for r in p.csv_results],
             [r for p in parts for r in p.other], jcols, [q for p in parts for q in p.jq])
 
