@@ -239,3 +239,19 @@ def test_coded_text_columns_round_trip_through_runs_none_and_concatenation() -> 
     joined = Coded.concat(coded)
     assert list(joined.expand()) == [v for p in parts for v in p]
     assert len(set(joined.uniques)) == len(joined.uniques) == 4
+
+
+def test_refused_batches_are_halved_a_bounded_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.data import columnar
+
+    bad = ('{"slug":"btc-updown-15m-%d","prices":[{"t":%d,"type":"price_change","bid":true,"ask":0.4}]}'
+           % (START, T0 + 1)).encode()
+    good = CRAFTED["clean"].encode()
+    calls = []
+    original = columnar._read_table
+    monkeypatch.setattr(columnar, "_read_table", lambda raws, threads: calls.append(len(raws)) or original(raws, threads))
+    assert len(columnar.read_columns([bad] * 500, threads=False).files) == 0
+    assert len(calls) <= 2 ** (columnar._MAX_SPLITS + 1) - 1
+    calls.clear()
+    got = columnar.read_columns([good] * 7 + [bad] + [good] * 8, threads=False)  # one refused file among clean ones
+    assert list(got.files) == [i for i in range(16) if i != 7]

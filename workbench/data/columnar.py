@@ -12,7 +12,8 @@ gives; that is written here:
   lone surrogates, no ``\\"`` inside a string), no line break (one file, one row), and starts with ``{``.
 * Arrow's reader is strict where the stdlib's is: repeated keys, trailing commas, leading zeros, control
   characters in strings, a number where an object is expected all raise, and the batch is split in halves
-  until the offending file is alone (it then takes the reference path). Numbers are parsed to the correctly
+  (at most six times) until the piece holding the offending file is small (its files then take the reference
+  path). Numbers are parsed to the correctly
   rounded double, as ``float()`` does (a test checks decimal strings and integers beyond 64 bits); an integer
   beyond the double range becomes infinite, fails the finiteness check and sends its file to the reference
   path, which keeps the integer and words the quarantine message.
@@ -65,18 +66,23 @@ def _read_table(raws: Sequence[bytes], threads: bool) -> pa.Table | None:
     return table if table.num_rows == len(raws) else None
 
 
-def _tables(raws: Sequence[bytes], first: int, threads: bool, out: list[tuple[int, int, pa.Table]]) -> None:
-    """Parse ``raws`` (input positions ``first``...); a refused batch is halved until the refused file is
-    alone and left out (it takes the reference path)."""
+_MAX_SPLITS = 6  # a refused batch is halved at most this often: at most 64 pieces, parse work at most 7x
+
+
+def _tables(raws: Sequence[bytes], first: int, threads: bool, out: list[tuple[int, int, pa.Table]],
+            depth: int = 0) -> None:
+    """Parse ``raws`` (input positions ``first``...). A refused batch is halved, up to :data:`_MAX_SPLITS`
+    times, so the files around a refused one are still read here; a piece still refused is left out (its files
+    take the reference path), which bounds the cost of a bucket full of files Arrow refuses."""
     if not raws:
         return
     table = _read_table(raws, threads)
     if table is not None:
         out.append((first, len(raws), table))
-    elif len(raws) > 1:
+    elif len(raws) > 1 and depth < _MAX_SPLITS:
         mid = len(raws) // 2
-        _tables(raws[:mid], first, threads, out)
-        _tables(raws[mid:], first + mid, threads, out)
+        _tables(raws[:mid], first, threads, out, depth + 1)
+        _tables(raws[mid:], first + mid, threads, out, depth + 1)
 
 
 def _floats(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
