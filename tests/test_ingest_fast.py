@@ -255,3 +255,24 @@ def test_refused_batches_are_halved_a_bounded_number_of_times(monkeypatch: pytes
     calls.clear()
     got = columnar.read_columns([good] * 7 + [bad] + [good] * 8, threads=False)  # one refused file among clean ones
     assert list(got.files) == [i for i in range(16) if i != 7]
+
+
+def test_documents_without_records_anywhere_in_a_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Empty or null ``prices`` (first, middle, last of a batch) go to the reference path, never an error."""
+    from workbench.data import columnar
+
+    good = CRAFTED["clean"].encode()
+    empty = ('{"slug":"btc-updown-15m-%d","prices":[]}' % START).encode()
+    null = ('{"slug":"btc-updown-15m-%d","prices":null}' % START).encode()
+    for raws, taken in (([good, empty], [0]), ([empty], []), ([empty, good], [1]), ([good, null], [0]),
+                        ([null, good, empty, good, null], [1, 3])):
+        assert list(columnar.read_columns(raws, threads=False).files) == taken
+    wallet = tmp_path / WALLET
+    wallet.mkdir()
+    for i, body in enumerate([good, empty, good, null]):
+        start = START + 900 * i
+        (wallet / f"btc-updown-15m-{start}_prices.json").write_bytes(
+            body.replace(str(START).encode(), str(start).encode()).replace(str(T0).encode(), str(start * 1000).encode()))
+    fast = read_events(wallet, progress=False, workers=1)
+    _columnar_off(monkeypatch)
+    _equal(fast, read_events(wallet, progress=False, workers=1))

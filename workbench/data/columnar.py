@@ -61,7 +61,7 @@ def _read_table(raws: Sequence[bytes], threads: bool) -> pa.Table | None:
         table = pj.read_json(pa.BufferReader(b"\n".join(r.rstrip() for r in raws)),
                              read_options=pj.ReadOptions(use_threads=threads, block_size=block),
                              parse_options=_PARSE)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError):
+    except (pa.ArrowException, ValueError):  # any refusal or failure of the reader: the reference path
         return None
     return table if table.num_rows == len(raws) else None
 
@@ -248,7 +248,8 @@ def read_columns(raws: Sequence[bytes], *, threads: bool = True) -> Columns:
         hi = np.zeros(len(events), np.int64)
         doc_ok = np.zeros(n_docs, bool)
         windows: list[tuple[int, int, str] | None] = [None] * n_docs
-        fields_per_doc = np.add.reduceat(n_fields, bounds[:-1]) if len(events) else np.zeros(n_docs, np.int64)
+        doc_of = np.repeat(np.arange(n_docs), lengths)
+        fields_per_doc = np.bincount(doc_of, weights=n_fields, minlength=n_docs).astype(np.int64)
         for d in range(n_docs):
             slug = slug_list[d]
             if not slug or lengths[d] == 0 or not record_ok[bounds[d]:bounds[d + 1]].all():
@@ -262,7 +263,6 @@ def read_columns(raws: Sequence[bytes], *, threads: bool = True) -> Columns:
             lo[bounds[d]:bounds[d + 1]] = start - _WINDOW_SLACK_BEFORE_MS
             hi[bounds[d]:bounds[d + 1]] = end + _WINDOW_SLACK_AFTER_MS
             doc_ok[d] = True
-        doc_of = np.repeat(np.arange(n_docs), lengths)
         ok, cols, defaulted = _validate(f, p, text, lo, hi)
         ok &= doc_ok[doc_of]
         bad_docs = np.unique(doc_of[~ok])
