@@ -38,6 +38,7 @@ import pyarrow.json as pj
 from workbench.data.ledger import DOWN, UP
 from workbench.data.schema import (_MAX_ABS, _MAX_MS, _MIN_MS, _NUM_FIELDS, _WINDOW_SLACK_AFTER_MS,
                                    _WINDOW_SLACK_BEFORE_MS, market_window)
+from workbench.data.validate import CARRIED_BY
 
 _TEXT = ("type", "outcome", "side")
 _EXTRA = ("start",)  # a bar's start time: carried by the simulator's files, not read (counted as a key)
@@ -165,9 +166,7 @@ def _validate(f: dict[str, np.ndarray], p: dict[str, np.ndarray], text: dict[str
         ok &= p["t"] & np.isfinite(t) & (np.abs(t) >= _MIN_MS) & (np.abs(t) <= _MAX_MS)
     t_ms = np.where(ok, np.round(np.where(ok, t, 0.0)), 0).astype(np.int64)
     ok &= (t_ms >= lo) & (t_ms <= hi)
-    carried = {"price": fill | quote, "size": fill, "usdc": fill, "bid": quote, "ask": quote, "open": bar,
-               "high": bar, "low": bar, "close": bar, "volume": bar, "price_start": resolution,
-               "price_end": resolution}
+    carried = {name: text["type"].isin(CARRIED_BY[name]) for name in _NUM_FIELDS}  # the reference's table
     required = {"price": fill, "size": fill, "bid": quote, "ask": quote, "open": bar, "high": bar, "low": bar,
                 "close": bar}
     cols: dict[str, np.ndarray] = {"t": t_ms, "type": kind}

@@ -244,6 +244,13 @@ def _field_values(dicts: list[dict[str, Any]], keys: Sequence[str]) -> dict[str,
     return out
 
 
+#: Record types that carry each field: a field is read only for them (a quote's stray 'size' is never read).
+CARRIED_BY = {"price": ("trade", "last_trade_price", "price_change"), "size": ("trade", "last_trade_price"),
+              "usdc": ("trade", "last_trade_price"), "bid": ("price_change",), "ask": ("price_change",),
+              "open": ("bar",), "high": ("bar",), "low": ("bar",), "close": ("bar",), "volume": ("bar",),
+              "price_start": ("resolution",), "price_end": ("resolution",),
+              "outcome": ("trade", "last_trade_price", "price_change", "resolution"),
+              "side": ("trade", "last_trade_price")}
 _SIDES = {"buy": "BUY", "sell": "SELL"}
 _OUTCOMES = {"up": UP, "down": DOWN}
 
@@ -284,10 +291,10 @@ def _validate_json_records(recs: list[Any], lo: np.ndarray, hi: np.ndarray, slug
     quote = kind == "price_change"
     bar = kind == "bar"
     resolution = kind == "resolution"
-    # Extract only the fields each record type carries (a quote's stray 'size' is never read).
-    fields_of = {"price": fill | quote, "size": fill, "usdc": fill, "bid": quote, "ask": quote, "open": bar,
-                 "high": bar, "low": bar, "close": bar, "volume": bar, "price_start": resolution,
-                 "price_end": resolution, "outcome": fill | quote | resolution, "side": fill}
+    # Extract only the fields each record type carries (CARRIED_BY).
+    is_type = {"trade": kind == "trade", "last_trade_price": kind == "last_trade_price", "price_change": quote,
+               "bar": bar, "resolution": resolution}
+    fields_of = {key: np.logical_or.reduce([is_type[t] for t in types]) for key, types in CARRIED_BY.items()}
     def col_for(key: str) -> tuple[np.ndarray, list[Any]]:
         """Indices of the records carrying ``key`` and their values (None where absent)."""
         idx = np.flatnonzero(fields_of[key])
