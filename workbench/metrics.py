@@ -62,6 +62,13 @@ def paired_bootstrap_diff(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed
     return bootstrap_ci(np.asarray(a, float) - np.asarray(b, float), np.mean, n_boot, seed=seed)
 
 
+def wilson_interval(hits: int, n: int, alpha: float = 0.05) -> list[float]:
+    """Wilson score interval (level ``1 - alpha``) of a share of ``hits`` in ``n`` Bernoulli draws (NaNs if n = 0)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    return [float(x) for x in proportion_confint(hits, n, alpha=alpha, method="wilson")] if n else [np.nan, np.nan]
+
+
 def detectable_difference(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest true difference a two-sided test at level ``alpha`` detects with probability ``power``, given
     the standard error ``se`` of the estimated difference: ``(z_{1-alpha/2} + z_power) x se`` (2.80 SE at 5 %

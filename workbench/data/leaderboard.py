@@ -162,11 +162,7 @@ def against_truth(board: pd.DataFrame, truth: pd.DataFrame, k: int | None = None
     top = b.nsmallest(k, "rank")
     naive = b.nsmallest(k, "naive_rank")
     disc = b[b["discovery"]]
-    from statsmodels.stats.proportion import proportion_confint
-
-    def wilson(hits: int, n: int) -> list[float]:
-        """95 % Wilson interval of a share of ``n`` picks (each pick a Bernoulli draw of the ranking)."""
-        return [float(x) for x in proportion_confint(hits, n, alpha=0.05, method="wilson")] if n else [np.nan, np.nan]
+    from workbench.metrics import wilson_interval as wilson  # each pick a Bernoulli draw of the ranking
 
     return {"k": k, "skilled_in_bucket": int(truth["skilled"].sum()),
             "precision_at_k": float(top["skilled"].mean()) if k else np.nan,

@@ -131,10 +131,11 @@ def calibration(long: pd.DataFrame, level: float = 0.95, target: float = 0.9) ->
         the yardstick's own power.
     """
     from scipy.stats import binom, norm
-    from statsmodels.stats.proportion import proportion_confint
+
+    from workbench.metrics import wilson_interval
 
     cov = long["covered"].astype(bool)
-    lo, hi = proportion_confint(int(cov.sum()), len(cov), alpha=0.05, method="wilson") if len(cov) else (np.nan,) * 2
+    lo, hi = wilson_interval(int(cov.sum()), len(cov))
     z = float(norm.ppf((1 + level) / 2))
     iv = long[(long["hi"] > long["lo"]) & long["true"].notna()]
     se = (iv["hi"] - iv["lo"]) / (2 * z)
