@@ -27,7 +27,10 @@ import argparse
 import contextlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +92,50 @@ def same(a: tuple[pd.DataFrame, ...], b: tuple[pd.DataFrame, ...]) -> bool:
     return True
 
 
+def _under(ctx: Any, folder: Path) -> Any:
+    with ctx:
+        return read_events(folder, progress=False, workers=1)
+
+
+VARIANTS: dict[str, Any] = {  # name: what is timed, given the wallet folder
+    "columnar": lambda folder: read_events(folder, progress=False, workers=1),
+    "one_thread": lambda folder: _under(arrow_threads(1), folder),
+    "record": lambda folder: _under(record_path(), folder),
+    "reference": lambda folder: _under(reference_path(), folder),
+    "naive": naive,
+    "pool2": lambda folder: read_events(folder, progress=False, workers=2),
+}
+
+
+def _time_in_subprocesses(folder: Path, repeat: int) -> dict[str, list[float]]:
+    """Wall seconds of each variant, ``repeat`` times, each in a fresh process (after one untimed warm-up run
+    there: imports and lazy initialisation are not timed)."""
+    times: dict[str, list[float]] = {k: [] for k in VARIANTS}
+    for _ in range(max(repeat, 1)):
+        for name in VARIANTS:
+            out = subprocess.run([sys.executable, __file__, "--variant", name, "--folder", str(folder)],
+                                 check=True, capture_output=True, text=True).stdout
+            times[name].append(float(out.strip().splitlines()[-1]))
+    return times
+
+
+def _child(name: str, folder: Path) -> None:
+    VARIANTS[name](folder)
+    t0 = time.perf_counter()
+    VARIANTS[name](folder)
+    print(time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster rows")
+    ap.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)  # a timed child process
+    ap.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.variant:
+        return _child(args.variant, args.folder)
     cfg = SimConfig(days=args.days)
     raw = config.paths().raw
     if not (raw / "merged_trades" / cfg.wallet).is_dir():
@@ -102,14 +143,13 @@ def main() -> None:
     ensure_simulation(cfg, raw)
     folder = raw / "merged_trades" / cfg.wallet
     n_files = sum(1 for _ in folder.glob("*.json"))
-    t_fast, one = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
-    with arrow_threads(1):
-        t_one, res_one = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
-    with record_path():
-        t_rec, rec = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
-    with reference_path():
-        t_ref, ref = best_of(lambda: read_events(folder, progress=False, workers=1), args.repeat)
-    t_naive, n_naive = best_of(lambda: naive(folder), args.repeat)
+    # every variant once here, for the equality checks (and a warm page cache); then each timed in a fresh
+    # process, the variants in turn: a variant does not inherit the heap another one left behind, and a slow
+    # spell of the shared machine falls on all of them
+    results = {name: fn(folder) for name, fn in VARIANTS.items()}
+    best = {name: min(ts) for name, ts in _time_in_subprocesses(folder, args.repeat).items()}
+    (t_fast, t_one, t_rec, t_ref, t_naive, t_pool) = (best[k] for k in VARIANTS)
+    one, res_one, rec, ref, n_naive, res = results.values()
     t_derive, _ = best_of(lambda: derive_tables(one[0], "15min"), args.repeat, warmup=False)
     n = len(one[0])
     rows: list[tuple[str, float, int, bool]] = [
@@ -120,7 +160,6 @@ def main() -> None:
         ("naive pd.DataFrame per file (no checks)", t_naive, n_naive, True),
         ("derive_tables (trades, positions, bars)", t_derive, n, True),
     ]
-    t_pool, res = best_of(lambda: read_events(folder, progress=False, workers=2), args.repeat)
     rows.append(("local process pool, 2 workers", t_pool, n, same(one, res)))
     if not args.no_dask:
         from distributed import Client, LocalCluster
@@ -131,8 +170,8 @@ def main() -> None:
                 t, res = best_of(lambda: read_events(folder, progress=False, scheduler=client), args.repeat)
             rows.append((f"Dask LocalCluster, {w} worker process(es)", t, n, same(one, res)))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"data: {n_files:,} files, {n:,} events ({args.days:g} simulated days); best of {args.repeat}; "
-          f"{cores} cores")
+    print(f"data: {n_files:,} files, {n:,} events ({args.days:g} simulated days); best of {args.repeat} "
+          f"(the 1-process and pool rows each in a fresh process, in turn); {cores} cores")
     print(f"{'stage':<46}{'seconds':>9}{'events/s':>14}  same result")
     for name, t, k, ok in rows:
         print(f"{name:<46}{t:>9.2f}{k / t:>14,.0f}  {'yes' if ok else 'NO'}")

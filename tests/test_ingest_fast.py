@@ -60,6 +60,10 @@ CRAFTED = {
     "empty_slug": '{"slug":"","prices":[%s]}' % (QUOTE % (T0 + 1000)),
     "bar_with_start": '{"slug":"btc-updown-15m-%d","prices":[{"t":%d,"type":"bar","start":%d,"open":1,"high":2,'
                       '"low":0.5,"close":1.5,"volume":3}]}' % (START, T0 + 59999, T0),
+    "bar_low_above_open": '{"slug":"btc-updown-15m-%d","prices":[{"t":%d,"type":"bar","open":1,"high":2,'
+                          '"low":1.2,"close":1.5,"volume":3},%s]}' % (START, T0 + 59999, QUOTE % (T0 + 60000)),
+    "bar_negative_volume": '{"slug":"btc-updown-15m-%d","prices":[%s,{"t":%d,"type":"bar","open":1,"high":2,'
+                           '"low":0.5,"close":1.5,"volume":-3}]}' % (START, QUOTE % (T0 + 1000), T0 + 59999),
     "utf16": None,  # written as UTF-16 below
     "pretty": None,  # json.dumps(indent=2): whitespace everywhere, no key repeated
 }
@@ -276,3 +280,24 @@ def test_documents_without_records_anywhere_in_a_batch(tmp_path: Path, monkeypat
     fast = read_events(wallet, progress=False, workers=1)
     _columnar_off(monkeypatch)
     _equal(fast, read_events(wallet, progress=False, workers=1))
+
+
+def test_a_file_that_grows_while_read_is_read_up_to_the_limit_only(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "grows.json"
+    path.write_bytes(b"x" * 100)
+    real_fstat = read.os.fstat
+
+    def stale(fd: int):  # the size fstat saw before the file grew to 100 bytes
+        st = real_fstat(fd)
+        return type("St", (), {"st_size": 10, "st_mode": st.st_mode})()
+
+    monkeypatch.setattr(read.os, "fstat", stale)
+    res = read._FileResult(read._file_stat("grows.json", WALLET, "json"))
+    assert read._read_bytes(path, res, 1000) == b"x" * 100 and not res.quarantine
+    res = read._FileResult(read._file_stat("grows.json", WALLET, "json"))
+    assert read._read_bytes(path, res, 50) is None
+    assert "exceeds the limit" in res.quarantine[0]["reason"]
+    monkeypatch.undo()
+    res = read._FileResult(read._file_stat("grows.json", WALLET, "json"))
+    assert read._read_bytes(path, res, 50) is None and "100 bytes exceeds the 50-byte limit" in res.quarantine[0]["reason"]

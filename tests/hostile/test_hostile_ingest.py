@@ -310,14 +310,14 @@ def test_file_over_the_size_limit_is_not_read(tmp_path):
 def test_unreadable_file_is_quarantined_and_the_rest_read(tmp_path, monkeypatch):
     bad = market_json(tmp_path / WALLET, [quote()])
     market_json(tmp_path / WALLET, [quote()], slug=f"btc-updown-15m-{START + 900}")
-    real_open = open
+    real_open = os.open
 
     def deny(path, *a, **kw):  # root reads every file: simulate a permission error for this one
         if Path(path) == bad:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(data_read, "open", deny, raising=False)
+    monkeypatch.setattr(data_read.os, "open", deny)
     d = load_wallet(tmp_path)
     assert reasons(d, "file") == ["cannot read the file: Permission denied"]
     assert balanced(d)["records_kept"] == 1

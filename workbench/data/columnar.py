@@ -114,8 +114,9 @@ class _Text:
         return self.codes == -1
 
     def isin(self, names: Sequence[str]) -> np.ndarray:
-        """Whether each value is one of ``names`` (exactly)."""
-        return np.isin(self.codes, [i for i, v in enumerate(self.values) if v in names])
+        """Whether each value is one of ``names`` (exactly): a lookup of each code in a table of the distinct
+        values (its last entry, picked by code -1, is null: never in ``names``)."""
+        return np.array([v is not None and v in names for v in self.values], dtype=bool)[self.codes]
 
 
 @dataclass
@@ -174,7 +175,7 @@ def _validate(f: dict[str, np.ndarray], p: dict[str, np.ndarray], text: dict[str
         for name in _NUM_FIELDS:
             x, present = f[name], p[name]
             read = carried[name]
-            ok &= ~(read & present) | (np.isfinite(x) & (np.abs(x) <= _MAX_ABS))
+            ok &= ~(read & present) | (np.abs(x) <= _MAX_ABS)  # NaN and infinities compare False
             ok &= ~required.get(name, np.zeros(n, bool)) | present
             cols[name] = np.where(read & present, x, np.nan)
         price, size, usdc = cols["price"], cols["size"], cols["usdc"]
@@ -185,9 +186,10 @@ def _validate(f: dict[str, np.ndarray], p: dict[str, np.ndarray], text: dict[str
         cols["usdc"] = np.where(fill & ~p["usdc"], expected, usdc)
         ok &= ~quote | (_in_unit(cols["bid"]) & _in_unit(cols["ask"]) & ~(cols["bid"] > cols["ask"]))
         ok &= ~(quote & p["price"]) | _in_unit(price)
-        o, h, lw, c = cols["open"], cols["high"], cols["low"], cols["close"]
-        ok &= ~bar | ((np.minimum.reduce([o, h, lw, c]) > 0) & (lw <= np.minimum(o, c)) & (np.maximum(o, c) <= h)
-                      & ~(cols["volume"] < 0))
+        rows = np.flatnonzero(bar)  # the bar checks on the bars only
+        o, h, lw, c = (cols[k][rows] for k in ("open", "high", "low", "close"))
+        ok[rows] &= ((np.minimum(np.minimum(o, h), np.minimum(lw, c)) > 0) & (lw <= np.minimum(o, c))
+                     & (np.maximum(o, c) <= h) & ~(cols["volume"][rows] < 0))
     outcome = text["outcome"].coded((UP, DOWN)).codes
     side = text["side"].coded(("BUY", "SELL"))
     o_missing = text["outcome"].missing()
@@ -241,27 +243,25 @@ def read_columns(raws: Sequence[bytes], *, threads: bool = True) -> Columns:
         n_fields = sum(p[k].astype(np.int64) for k in _FLOATS) + sum(~text[k].missing() for k in _TEXT)
         record_ok = (events.is_valid().to_numpy(zero_copy_only=False) if events.null_count
                      else np.ones(len(events), bool))  # a null record is not an object: reference path
-        bounds = np.r_[0, np.cumsum(lengths)]
-        # per document: key count check, slug and window
-        lo = np.zeros(len(events), np.int64)
-        hi = np.zeros(len(events), np.int64)
-        doc_ok = np.zeros(n_docs, bool)
-        windows: list[tuple[int, int, str] | None] = [None] * n_docs
+        # per document: a slug, records that are all objects, the key count, a known window
         doc_of = np.repeat(np.arange(n_docs), lengths)
         fields_per_doc = np.bincount(doc_of, weights=n_fields, minlength=n_docs).astype(np.int64)
-        for d in range(n_docs):
+        null_records = np.bincount(doc_of, weights=~record_ok, minlength=n_docs)
+        doc_ok = np.zeros(n_docs, bool)
+        lo_doc = np.zeros(n_docs, np.int64)
+        hi_doc = np.zeros(n_docs, np.int64)
+        windows: list[tuple[int, int, str] | None] = [None] * n_docs
+        for d in np.flatnonzero((lengths > 0) & (null_records == 0)).tolist():
             slug = slug_list[d]
-            if not slug or lengths[d] == 0 or not record_ok[bounds[d]:bounds[d + 1]].all():
-                continue
-            if raws[first + d].count(b'":') != 2 + int(fields_per_doc[d]):
+            if not slug or raws[first + d].count(b'":') != 2 + int(fields_per_doc[d]):
                 continue
             start, end, underlying = market_window(slug)
             if start is None:
                 continue
             windows[d] = (start, end, underlying)
-            lo[bounds[d]:bounds[d + 1]] = start - _WINDOW_SLACK_BEFORE_MS
-            hi[bounds[d]:bounds[d + 1]] = end + _WINDOW_SLACK_AFTER_MS
+            lo_doc[d], hi_doc[d] = start - _WINDOW_SLACK_BEFORE_MS, end + _WINDOW_SLACK_AFTER_MS
             doc_ok[d] = True
+        lo, hi = lo_doc[doc_of], hi_doc[doc_of]
         ok, cols, defaulted = _validate(f, p, text, lo, hi)
         ok &= doc_ok[doc_of]
         bad_docs = np.unique(doc_of[~ok])
@@ -276,7 +276,8 @@ def read_columns(raws: Sequence[bytes], *, threads: bool = True) -> Columns:
             ends.append(e)
             unders.append(u)
         counts_out.append(lengths[accepted])
-        parts.append(({k: v[take] for k, v in cols.items()}, defaulted[take]))
+        every = bool(take.all())
+        parts.append(({k: v if every else v[take] for k, v in cols.items()}, defaulted if every else defaulted[take]))
     if not parts:
         empty = {"t": np.zeros(0, np.int64), **{k: np.zeros(0) for k in _NUM_FIELDS},
                  **{k: Coded(np.zeros(0, np.int32), np.zeros(0, object)) for k in _TEXT}}
@@ -285,7 +286,7 @@ def read_columns(raws: Sequence[bytes], *, threads: bool = True) -> Columns:
     return Columns(np.concatenate(keep_files) if keep_files else np.zeros(0, np.int64), slugs, starts, ends, unders,
                    np.concatenate(counts_out) if counts_out else np.zeros(0, np.int64),
                    {k: concat([c[k] for c, _ in parts]) for k in parts[0][0]},
-                   np.concatenate([d for _, d in parts]))
+                   concat([d for _, d in parts]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -332,11 +333,15 @@ class Coded:
         remap, uniques = pd.factorize(np.concatenate([p.uniques for p in parts] + [np.zeros(0, object)]),
                                       use_na_sentinel=True)
         offsets = np.cumsum([0] + [len(p.uniques) for p in parts])
-        # shift each part's codes past the values of the parts before it (None stays -1), then one lookup:
-        # index -1 picks the appended -1, so None stays None
-        shifted = np.concatenate([np.where(p.codes >= 0, p.codes + o, -1) for p, o in zip(parts, offsets)]
-                                 + [np.zeros(0, np.int32)])
-        return cls(np.r_[remap, -1].astype(np.int32)[shifted], uniques)
+        remap = remap.astype(np.int32)
+        codes = np.empty(sum(len(p) for p in parts), dtype=np.int32)
+        at = 0
+        for p, o in zip(parts, offsets):
+            # one lookup per part, straight into the result: the part's codes index its slice of the new codes,
+            # and code -1 (None) picks the appended -1
+            np.take(np.r_[remap[o:o + len(p.uniques)], np.int32(-1)], p.codes, out=codes[at:at + len(p)])
+            at += len(p)
+        return cls(codes, uniques)
 
     def expand(self) -> np.ndarray:
         """The object array of str/None."""
@@ -344,7 +349,10 @@ class Coded:
 
 
 def concat(parts: Sequence["Coded | np.ndarray"]) -> "Coded | np.ndarray":
-    """Columns of the same kind one after another: coded text columns by :meth:`Coded.concat`, arrays by numpy."""
+    """Columns of the same kind one after another: coded text columns by :meth:`Coded.concat`, arrays by numpy
+    (one part is returned as it is)."""
+    if len(parts) == 1:
+        return parts[0]
     return Coded.concat(parts) if isinstance(parts[0], Coded) else np.concatenate(parts)
 
 

@@ -18,15 +18,16 @@ import numpy as np
 import pandas as pd
 
 from workbench import config
-from workbench.data.columnar import TEXT_COLUMNS, Coded, _int_column, _text_column
+from workbench.data.columnar import TEXT_COLUMNS, Coded
 from workbench.data.columnar import concat as concat_columns
 from workbench.data.columnar import eligible as _columnar_eligible
 from workbench.data.columnar import read_columns
+from workbench.data.events_table import _drop_cross_format_fills, _drop_duplicates, _events_frame
 from workbench.data.fastparse import _bulk_allocation, _fast_loads
 from workbench.data.ledger import DOWN, UP
-from workbench.data.schema import (_ANY_SLUG_RE, _MAX_ABS, _MAX_SLUG, _MIN_MS, _NUM_FIELDS, _TYPE_ORDER,
-                                   _WINDOW_SLACK_AFTER_MS, _WINDOW_SLACK_BEFORE_MS, EVENT_COLUMNS, MAX_FILE_BYTES,
-                                   QUARANTINE_COLUMNS, IngestError, _Bad, _DupDict, _preview, _qrow, market_window)
+from workbench.data.schema import (_ANY_SLUG_RE, _MAX_ABS, _MAX_SLUG, _MIN_MS, _NUM_FIELDS, _WINDOW_SLACK_AFTER_MS,
+                                   _WINDOW_SLACK_BEFORE_MS, EVENT_COLUMNS, MAX_FILE_BYTES, QUARANTINE_COLUMNS,
+                                   IngestError, _Bad, _DupDict, _preview, _qrow, market_window)
 from workbench.data.validate import _check_usdc, _outcome, _side, _validate_json_records
 from workbench.data.walk import SourceFile, display_path, walk_sources
 
@@ -66,17 +67,36 @@ def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _read_bytes(path: Path, res: "_FileResult", max_bytes: int) -> bytes | None:
-    """The file's bytes, or None after quarantining the file (unreadable, or larger than ``max_bytes``)."""
+    """The file's bytes, or None after quarantining the file (unreadable, or larger than ``max_bytes``).
+
+    One ``open``, ``fstat`` and ``read`` of the size it states (a buffered ``read(max_bytes + 1)`` reserves the
+    whole limit per file and costs twice as much); a file that grows while it is read is read on up to the
+    limit, so nothing above ``max_bytes`` is ever loaded.
+    """
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            res.reject(f"file of {size:,} bytes exceeds the {max_bytes:,}-byte limit (not read)")
-            return None
-        with open(path, "rb") as f:
-            return f.read(max_bytes + 1)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if size > max_bytes:
+                res.reject(f"file of {size:,} bytes exceeds the {max_bytes:,}-byte limit (not read)")
+                return None
+            chunks = [os.read(fd, size + 1)]
+            total = len(chunks[0])
+            while total > size and total <= max_bytes:  # it grew since fstat: read on, up to the limit
+                more = os.read(fd, min(1 << 24, max_bytes + 1 - total))
+                if not more:
+                    break
+                chunks.append(more)
+                total += len(more)
+        finally:
+            os.close(fd)
     except OSError as exc:
         res.reject(f"cannot read the file: {exc.strerror or exc}")
         return None
+    if total > max_bytes:
+        res.reject(f"file of more than {max_bytes:,} bytes (it grew while read) exceeds the limit (not read)")
+        return None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 _BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
@@ -298,11 +318,21 @@ def _json_columns(results: list[_FileResult]) -> tuple[dict[str, Any], list[dict
     return _kept_columns(results, counts, meta, record, cols, reasons == None, defaulted), quarantine  # noqa: E711
 
 
-def _file_meta(results: list[_FileResult], counts: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-record file columns (each file's value repeated on its records) and record numbers in the file."""
-    meta = {k: np.repeat(np.array([r.stat[k] for r in results], dtype=object if k in TEXT_COLUMNS else np.int64),
-                         counts) for k in ("source_file", "wallet", "slug", "underlying", "market_start", "market_end")}
-    record = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, dtype=np.int64)
+def _file_meta(results: list[_FileResult], counts: np.ndarray, coded: bool = False
+               ) -> tuple[dict[str, Any], np.ndarray]:
+    """Per-record file columns (each file's value repeated on its records) and record numbers in the file.
+    ``coded``: text columns as :class:`Coded` (each file's code repeated: no string per record) instead of
+    object arrays (which the record path's messages index)."""
+    meta: dict[str, Any] = {}
+    for k in ("source_file", "wallet", "slug", "underlying", "market_start", "market_end"):
+        if coded and k in TEXT_COLUMNS:
+            per_file = Coded.of(np.array([r.stat[k] for r in results], dtype=object))
+            meta[k] = Coded(np.repeat(per_file.codes, counts), per_file.uniques)
+        else:
+            meta[k] = np.repeat(np.array([r.stat[k] for r in results], dtype=object if k in TEXT_COLUMNS
+                                         else np.int64), counts)
+    counts = np.asarray(counts, dtype=np.int64)
+    record = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
     return meta, record
 
 
@@ -310,10 +340,11 @@ def _kept_columns(results: list[_FileResult], counts: np.ndarray, meta: dict[str
                   cols: dict[str, np.ndarray], ok: np.ndarray, defaulted: np.ndarray) -> dict[str, Any]:
     """The kept records' columns; sets each file's counters (records kept out of time order, fills whose
     missing outcome was taken as Up)."""
-    out = {k: v[ok] for k, v in cols.items()}
-    out.update({k: v[ok] for k, v in meta.items()})
-    out["record"] = record[ok]
-    out["tx_hash"] = np.full(int(ok.sum()), None, dtype=object)
+    every = bool(ok.all())  # the columnar path keeps every record it returns: no copy
+    out = {k: v if every else v[ok] for k, v in cols.items()}
+    out.update({k: v if every else v[ok] for k, v in meta.items()})
+    out["record"] = record if every else record[ok]
+    out["tx_hash"] = Coded(np.full(int(ok.sum()), -1, dtype=np.int32), np.zeros(0, dtype=object))  # none in seed JSON
     file_of = np.repeat(np.arange(len(results)), counts)[ok]
     t = out["t"]
     if len(t):
@@ -351,7 +382,7 @@ def _read_json_files(todo: list[tuple[_FileResult, bytes, Path]], threads: bool
     for res, slug, start, end, under, n in zip(done, fast.slugs, fast.starts, fast.ends, fast.underlyings,
                                                fast.counts):
         res.stat.update(slug=slug, market_start=start, market_end=end, underlying=under, records=int(n))
-    meta, record = _file_meta(done, fast.counts)
+    meta, record = _file_meta(done, fast.counts, coded=True)
     kept = _kept_columns(done, fast.counts, meta, record, fast.cols, np.ones(len(record), bool), fast.defaulted)
     if not len(cols["t"]):
         return kept, quarantine
@@ -502,82 +533,3 @@ def _assemble(not_read: list[dict[str, Any]], json_results: list[_FileResult], c
     fdf["kept"] = fdf["source_file"].map(kept).fillna(0).astype(int)
     fdf["quarantined"] = fdf["source_file"].map(qrec).fillna(0).astype(int)
     return events, qdf, fdf
-
-
-_FILL_KEY = ["wallet", "slug", "second", "side", "outcome", "price6", "size6"]
-
-
-def _drop_cross_format_fills(events: pd.DataFrame, csv_sources: set[str]) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Quarantine Data-API CSV fills that repeat a seed-JSON fill of the same wallet and market.
-
-    The two formats describe one fill differently (milliseconds vs whole seconds, no transaction hash in the
-    JSON), so exact-duplicate detection misses the pair and the fill would count twice. A CSV fill matches a
-    JSON fill with the same wallet, market, second, side, outcome, price and size (to 1e-6); equal fills are
-    matched one to one in time order, so a fill repeated *within* one format is never taken for a copy.
-    """
-    is_trade = (events["type"] == "trade").to_numpy()
-    is_csv = events["source_file"].isin(csv_sources).to_numpy()
-    if not (is_trade & is_csv).any() or not (is_trade & ~is_csv).any():
-        return events, []
-    tr = events[is_trade].assign(second=events["t"] // 1000, price6=events["price"].round(6),
-                                 size6=events["size"].round(6), _row=np.flatnonzero(is_trade))
-    csv_part = tr[is_csv[is_trade]].copy()
-    json_part = tr[~is_csv[is_trade]].copy()
-    csv_part["_k"] = csv_part.groupby(_FILL_KEY, sort=False).cumcount()
-    json_part["_k"] = json_part.groupby(_FILL_KEY, sort=False).cumcount()
-    m = csv_part.merge(json_part[_FILL_KEY + ["_k", "source_file", "record"]], on=_FILL_KEY + ["_k"],
-                       suffixes=("", "_json"))
-    if m.empty:
-        return events, []
-    q = [_qrow(r.source_file, "record", f"same fill as {r.source_file_json} record {r.record_json} (given both as "
-                                        "seed JSON and as Data-API CSV): counted once", record=int(r.record),
-               raw={"t": int(r.t), "side": r.side, "outcome": r.outcome, "price": r.price, "size": r.size})
-         for r in m.itertuples(index=False)]
-    drop = np.zeros(len(events), dtype=bool)
-    drop[m["_row"].to_numpy()] = True
-    return events[~drop].reset_index(drop=True), q
-
-
-def _events_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Typed, time-sorted events table from canonical column arrays."""
-    kind = cols["type"] if isinstance(cols["type"], Coded) else Coded.of(cols["type"])
-    order = np.array([_TYPE_ORDER.get(v, 0) for v in kind.uniques] + [0], dtype=np.int64)[kind.codes]
-    df = pd.DataFrame({
-        "t": np.asarray(cols["t"], dtype=np.int64),
-        **{c: _text_column(cols[c]) for c in ("wallet", "slug", "underlying", "type", "outcome", "side", "tx_hash",
-                                              "source_file")},
-        **{c: _int_column(cols[c]) for c in ("market_start", "market_end")},
-        **{c: np.asarray(cols[c], dtype=np.float64) for c in _NUM_FIELDS},
-        "record": np.asarray(cols["record"], dtype=np.int64),
-    })
-    df.insert(1, "ts", pd.to_datetime(df["t"], unit="ms", utc=True))
-    df = df.assign(_o=order).sort_values(["wallet", "t", "_o", "source_file", "record"], kind="stable")
-    return df.drop(columns="_o").reset_index(drop=True)
-
-
-def _drop_duplicates(events: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
-    """Quarantine exact repeats of a record (same wallet, market, time and every field), keeping the
-    earliest. Data-API rows also compare the transaction hash, so distinct fills of equal size survive."""
-    key = [c for c in EVENT_COLUMNS if c not in ("source_file", "record")]
-    # exact repeats share wallet, market and time: compare every field only within such (rare) collisions
-    slug_code = pd.factorize(events["slug"], use_na_sentinel=True)[0]
-    wallet_code = pd.factorize(events["wallet"], use_na_sentinel=True)[0]
-    collide = pd.DataFrame({"t": events["t"].to_numpy(), "s": slug_code, "w": wallet_code}
-                           ).duplicated(keep=False).to_numpy()
-    if not collide.any():
-        return events, []
-    dup = np.zeros(len(events), dtype=bool)
-    dup[np.flatnonzero(collide)] = events[collide].duplicated(subset=key, keep="first").to_numpy()
-    if not dup.any():
-        return events, []
-    gid = events.groupby(key, dropna=False, sort=False).ngroup().to_numpy()
-    first_row = pd.Series(np.arange(len(events))).groupby(gid).transform("min").to_numpy()
-    q = []
-    for i in np.flatnonzero(dup):
-        orig = events.iloc[first_row[i]]
-        row = events.iloc[i]
-        q.append(_qrow(row["source_file"], "record", f"duplicate of {orig['source_file']} record {orig['record']}",
-                       record=int(row["record"]),
-                       raw={c: (None if pd.isna(row[c]) else row[c]) for c in ("t", "type", "outcome", "side",
-                                                                               "price", "size", "bid", "ask")}))
-    return events[~dup].reset_index(drop=True), q
