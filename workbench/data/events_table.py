@@ -3,10 +3,13 @@ quarantined (the last steps of :func:`workbench.data.read.read_events`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from workbench.data.columnar import TEXT_COLUMNS, Coded, _int_column, _text_column
 from workbench.data.schema import _NUM_FIELDS, _TYPE_ORDER, EVENT_COLUMNS, _qrow
@@ -54,6 +57,26 @@ def _string_rank(col: Coded) -> np.ndarray:
     return rank[col.codes]
 
 
+def _coded_text_column(col: Coded, perm: np.ndarray) -> pd.Series:
+    """A text column's rows in the order ``perm``, as pandas' string dtype."""
+    return _text_column(col[perm])
+
+
+def _permuted_int_column(values: Any, perm: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """An integer column's rows in the order ``perm``, as nullable Int64."""
+    return _int_column(np.asarray(values)[perm])
+
+
+def _run_all(jobs: dict[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Each job's result, the jobs run on :func:`pyarrow.cpu_count` threads (in this thread when that is 1)."""
+    n = min(pa.cpu_count(), len(jobs))
+    if n <= 1:
+        return {k: f() for k, f in jobs.items()}
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        futures = {k: pool.submit(f) for k, f in jobs.items()}
+        return {k: f.result() for k, f in futures.items()}
+
+
 def _events_frame(cols: dict[str, Any]) -> pd.DataFrame:
     """Typed events table from canonical column arrays, sorted by wallet, time, record type (a bar before the
     quotes and fills of its time, a resolution last), source file and record.
@@ -71,14 +94,20 @@ def _events_frame(cols: dict[str, Any]) -> pd.DataFrame:
     # the float fields are written, in order, into one (fields, rows) block that becomes the frame's float block
     # as it is (a frame built from a dict of columns copies them all into such a block)
     block = np.empty((len(_NUM_FIELDS), len(perm)), dtype=np.float64)
-    for i, c in enumerate(_NUM_FIELDS):
-        np.take(np.asarray(cols[c], dtype=np.float64), perm, out=block[i])
-    df = pd.DataFrame(block.T, columns=list(_NUM_FIELDS), copy=False)
     t = t[perm]
-    head = {"t": t, "ts": pd.to_datetime(t, unit="ms", utc=True),
-            **{c: _text_column(text[c][perm]) for c in ("wallet", "slug", "underlying", "type", "outcome", "side",
-                                                       "tx_hash", "source_file")},
-            **{c: _int_column(np.asarray(cols[c])[perm]) for c in ("market_start", "market_end")}}
+    text_names = ("wallet", "slug", "underlying", "type", "outcome", "side", "tx_hash", "source_file")
+    jobs: dict[str, Callable[[], Any]] = {
+        **{c: partial(np.take, np.asarray(cols[c], dtype=np.float64), perm, out=block[i])
+           for i, c in enumerate(_NUM_FIELDS)},
+        "ts": partial(pd.to_datetime, t, unit="ms", utc=True),
+        **{c: partial(_coded_text_column, text[c], perm) for c in text_names},
+        **{c: partial(_permuted_int_column, cols[c], perm) for c in ("market_start", "market_end")}}
+    # numpy's take and Arrow's cast release the GIL: the columns are built on Arrow's threads (pa.cpu_count(),
+    # one where Arrow is held to one)
+    built = _run_all(jobs)
+    df = pd.DataFrame(block.T, columns=list(_NUM_FIELDS), copy=False)
+    head = {"t": t, "ts": built["ts"], **{c: built[c] for c in text_names},
+            "market_start": built["market_start"], "market_end": built["market_end"]}
     for i, (c, v) in enumerate(head.items()):
         df.insert(i, c, v)
     df["record"] = record[perm]

@@ -436,9 +436,10 @@ def read_part(files: Sequence[SourceFile], max_file_bytes: int = MAX_FILE_BYTES,
     with _bulk_allocation():
         json_results, csv_results, other = [], [], []
         todo: list[tuple[_FileResult, bytes, Path]] = []
+        shown: dict[str, str] = {}  # each wallet folder's name as text, once
         for f in config.progress(files, "files", enabled=progress):
             suffix = f.path.suffix.lower()
-            wallet = display_path(f.wallet)
+            wallet = shown.get(f.wallet) or shown.setdefault(f.wallet, display_path(f.wallet))
             if suffix == ".json":
                 res = _FileResult(_file_stat(f.name, wallet.lower() if wallet.startswith("0x") else wallet, "json"))
                 json_results.append(res)

@@ -51,14 +51,19 @@ def walk_sources(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[SourceFi
     def skip(path: Path, reason: str) -> None:
         not_read.append(_qrow(display_path(path), "path", reason))
 
-    def add_file(path: Path, st: os.stat_result) -> None:
-        if path.suffix.lower() in DOC_SUFFIXES or path.name.startswith("."):
+    def add_file(path: Path, st: os.stat_result, name: str | None = None, folder: str | None = None) -> None:
+        # name and folder: the entry's path as text and its folder's name, when the walk has them already
+        # (pathlib's parsing of each of thousands of paths costs more than reading a small file)
+        text = os.fspath(path) if name is None else name
+        base = os.path.basename(text)
+        if os.path.splitext(base)[1].lower() in DOC_SUFFIXES or base.startswith("."):
             return skip(path, "documentation or hidden file, not data")
         key = (st.st_dev, st.st_ino)
+        shown = display_path(text)
         if key in seen_files:
             return skip(path, f"same file as {seen_files[key]} (a link, or a path given twice): read once")
-        seen_files[key] = display_path(path)
-        files.append(SourceFile(path, path.parent.name, display_path(path)))
+        seen_files[key] = shown
+        files.append(SourceFile(path, path.parent.name if folder is None else folder, shown))
 
     def walk(top: Path, root: Path) -> None:
         stack = [top]
@@ -104,7 +109,7 @@ def walk_sources(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[SourceFi
                     elif e.is_dir(follow_symlinks=False):
                         subdirs.append(path)
                     elif e.is_file(follow_symlinks=False):
-                        add_file(path, e.stat(follow_symlinks=False))
+                        add_file(path, e.stat(follow_symlinks=False), e.path, folder.name)
                     else:
                         skip(path, "not a regular file (FIFO, socket or device)")
                 except OSError as exc:
