@@ -53,7 +53,7 @@ def walk_sources(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[SourceFi
 
     def add_file(path: Path, st: os.stat_result, name: str | None = None, folder: str | None = None) -> None:
         # name and folder: the entry's path as text and its folder's name, when the walk has them already
-        # (pathlib's parsing of each of thousands of paths costs more than reading a small file)
+        # (turning a Path back into text costs ~5 us per call, and each file needed it three times)
         text = os.fspath(path) if name is None else name
         base = os.path.basename(text)
         if os.path.splitext(base)[1].lower() in DOC_SUFFIXES or base.startswith("."):
