@@ -12,7 +12,7 @@ back to ``generate`` (:func:`supports`).
 
 **Grounding** (:class:`Grounder`): when the text written so far ends with a phrase after which the analysis
 restates a fact ("RSI(14) is", "fair value of", "Support", ...), the next tokens are *forced* to the fact's
-value as the analyst formats it; numbers derived from the model's own earlier numbers (the risk in USDC and
+value as the analyst formats it, with the unit and punctuation that follow it; numbers derived from the model's own earlier numbers (the risk in USDC and
 its share of capital, the size and stop loss of step 4 restated from step 2) are forced from those.
 Labels (overbought, underpriced, within...), the signal, the confidence and the take profit stay the
 model's. Only rows whose last token can end a trigger (a precomputed boolean table over the vocabulary) are
@@ -67,36 +67,40 @@ def _value_rules(f: Facts) -> list[tuple[re.Pattern[str], Callable[[str], str | 
         side = re.search(r"(Buying|Selling)\s+\d+\s+shares of Up at$", text)
         if not side:
             return None
-        return f" {f.up_ask:.2f}" if side.group(1) == "Buying" else f" {f.up_bid:.2f}"
+        return f" {f.up_ask if side.group(1) == 'Buying' else f.up_bid:.2f} with a stop at"
 
     def risk(text: str) -> str | None:
         t = _step2(_last_step(text))
-        return None if t is None else f" {t['size'] * abs(t['entry'] - t['stop']):.2f}"
+        return None if t is None else f" {t['size'] * abs(t['entry'] - t['stop']):.2f} USDC,"
 
     def risk_share(text: str) -> str | None:
         r = _num(r"risks\s+" + _N + r"\s+USDC,$", text)
-        return None if r is None or f.capital <= 0 else f" {100 * r / f.capital:.1f}"
+        return None if r is None or f.capital <= 0 else f" {100 * r / f.capital:.1f}% of capital,"
 
     def size(text: str) -> str | None:
         step = _last_step(text)
         if re.search(r"\bHOLD\b", step):
-            return " 0"
+            return " 0 shares,"
         t = _step2(text)
-        return None if t is None else f" {t['size']:.0f}"
+        return None if t is None else f" {t['size']:.0f} shares,"
 
     def stop(text: str) -> str | None:
         step = _last_step(text)
         if re.search(r"\bHOLD\b", step):
-            return f" {round(f.up_mid, 2):.2f}"
+            return f" {round(f.up_mid, 2):.2f},"
         t = _step2(text)
-        return None if t is None else f" {t['stop']:.2f}"
+        return None if t is None else f" {t['stop']:.2f},"
 
-    const = {r"RSI\(14\) is": f" {f.rsi:.1f}", r"MACD histogram is": f" {f.macd_bp:+.1f}",
-             r"Bollinger width is": f" {f.bb_width_pct:.2f}", r"Volatility is": f" {f.vol_pct:.3f}",
-             r"BTC is": f" {'up' if f.btc_move_pct >= 0 else 'down'} {abs(f.btc_move_pct):.2f}",
-             r"market opened,": f" {f.minutes_left:.1f}", r"Up trades at": f" {f.up_mid:.2f}",
-             r"fair value of": f" {f.fair:.2f}", r"priced by": f" {gap_c}", r"Support": f" {f.range_low:.2f}",
-             r"resistance": f" {f.range_high:.2f}"}
+    # each number carries the unit and punctuation the analyst writes right after it: a sampled continuation
+    # could otherwise run a digit into the forced number ("by 1" + "1 cents") or drop its unit and derail the
+    # sentence ("risks 1.32" + "% since the market opened"), which lost whole steps in notebook 06's evaluation
+    move = f" {'up' if f.btc_move_pct >= 0 else 'down'} {abs(f.btc_move_pct):.2f}% since the market opened,"
+    const = {r"RSI\(14\) is": f" {f.rsi:.1f},", r"MACD histogram is": f" {f.macd_bp:+.1f} bp of price,",
+             r"Bollinger width is": f" {f.bb_width_pct:.2f}%,", r"Volatility is": f" {f.vol_pct:.3f}% per minute,",
+             r"BTC is": move, r"market opened,": f" {f.minutes_left:.1f} minutes left.",
+             r"Up trades at": f" {f.up_mid:.2f} against a fair value of", r"fair value of": f" {f.fair:.2f},",
+             r"priced by": f" {gap_c} cents.", r"Support": f" {f.range_low:.2f}, resistance",
+             r"resistance": f" {f.range_high:.2f}."}
     rules: list[tuple[re.Pattern[str], Callable[[str], str | None]]] = [
         (re.compile(k + "$"), (lambda v: (lambda _t: v))(v)) for k, v in const.items()]
     rules += [(re.compile(r"shares of Up at$"), entry), (re.compile(r"risks$"), risk),
