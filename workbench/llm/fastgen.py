@@ -12,8 +12,9 @@ back to ``generate`` (:func:`supports`).
 
 **Grounding** (:class:`Grounder`): when the text written so far ends with a phrase after which the analysis
 restates a fact ("RSI(14) is", "fair value of", "Support", ...), the next tokens are *forced* to the fact's
-value as the analyst formats it, with the unit and punctuation that follow it; numbers derived from the model's own earlier numbers (the risk in USDC and
-its share of capital, the size and stop loss of step 4 restated from step 2) are forced from those.
+value as the analyst formats it, with the unit and punctuation that follow it; numbers derived from the
+model's own earlier numbers (the risk in USDC and its share of capital, the size and stop loss of step 4
+restated from step 2) are forced from those.
 Labels (overbought, underpriced, within...), the signal, the confidence and the take profit stay the
 model's. Only rows whose last token can end a trigger (a precomputed boolean table over the vocabulary) are
 inspected as text, so the per-step Python work is a few rows at most.
