@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)   # the local CPU wheel first: nothing pulls CUDA afterwards
 	$(PY) -m pip install --quiet -e ".[all]"
+	# imitation 1.0.1 (AIRL, notebook 09's inverse-RL peer) pins gymnasium~=0.29 and stable-baselines3~=2.2.1; the parts
+	# used run on gymnasium 1.x / stable-baselines3 2.x (tests/test_rules_irl.py), so it goes in without its pins
+	$(PY) -m pip install --quiet --no-deps "imitation==1.0.1"
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (workbench)" >/dev/null
 	touch $(STAMP)
 

@@ -48,6 +48,9 @@ N_BOOT_SCORE = 500  # bootstrap replicates over markets for the predictive score
 RECOVERY_SEEDS = [11, 12, 13, 14, 15]  # simulation seeds of the recovery check (the default trader)
 RECOVERY_DAYS = 5  # days per recovery simulation
 POPULATION = 3  # simulated traders with other hidden parameters
+IRL_ROUNDS = 20  # AIRL rounds (generator steps, then discriminator updates); the BC-started run takes half
+IRL_GEN_STEPS = 4096  # AIRL generator (PPO) steps per round
+IRL_BC_EPOCHS = 5  # behaviour-cloning epochs of the warm-started AIRL run
 SEED = 7  # seed of the draws, the bootstraps and the population
 
 # %%
@@ -59,9 +62,10 @@ import pandas as pd
 from IPython.display import display
 
 from workbench import config, plots
+from workbench.agent import ppo
 from workbench.agent import study as agent_study
 from workbench.data import ingest, simulate
-from workbench.rules import card, search, study, terms
+from workbench.rules import card, irl, search, study, terms
 from workbench.rules import model as rules_model
 from workbench.twin import baselines, evaluate
 from workbench.twin import study as twin_study
@@ -71,7 +75,7 @@ OUT = P.processed / "09_rules"
 OUT.mkdir(parents=True, exist_ok=True)
 pd.set_option("display.max_columns", 30, "display.width", 200)
 t_start = time.perf_counter()
-steps, meta, _ = agent_study.load_inputs()
+steps, meta, book = agent_study.load_inputs()
 data = twin_study.from_meta(steps, meta)
 data01 = ingest.WalletData.read(P.processed / "01_ingestion").select(ASSETS[:1])
 wallet = data01.events["wallet"].iloc[0]
@@ -131,6 +135,13 @@ display(pd.DataFrame(qn).round(3))
 # the same prior-corrected decision rule as every model there (exponent fitted on validation), next to gradient
 # boosting refitted here on the same inputs and split (paired bootstrap over markets), and next to notebook 04's
 # twin and observable ceiling (from its `metrics.json`; same test steps, unpaired).
+#
+# **Inverse RL proper as a peer.** The `imitation` library's AIRL (Fu et al., 2018) learns a reward from the
+# trader's trajectories in notebook 08's gymnasium environment (the trader's actions replayed, one trajectory
+# per training market) against a PPO generator; the generator, optimal for the learned reward, is the model of
+# the trader, scored on the same held-out steps. Two runs: from scratch, and from a behaviour-cloning start
+# (the usual warm start); in each, the round kept is the one with the lowest *validation* log-loss (round 0 is
+# the BC start itself: if it is kept, the adversarial rounds added nothing to behaviour cloning).
 
 # %%
 prior = evaluate.class_prior(data.actions[data.rows("train")])
@@ -141,6 +152,11 @@ groups = data.steps["slug"].to_numpy()[data.rows("test")]
 gbm = baselines.fit_baselines(data, seed=SEED)["gradient boosting"]
 models = {"rule card": [card.on_rows(probs_grid, d, data.rows(p)) for p in parts],
           "gradient boosting": [gbm.proba(data, p) for p in parts]}
+airl = irl.peers(ppo.AgentSetup.build(steps, meta, book), rounds=IRL_ROUNDS, gen_steps=IRL_GEN_STEPS,
+                 bc_epochs=IRL_BC_EPOCHS, seed=SEED)
+models.update({name: list(pr) for name, (_, pr) in airl.items()})
+display(pd.DataFrame({n: {"kept round": f.best_round, "rounds": f.settings["rounds"], "seconds": f.seconds,
+                          "best validation log-loss": f.history["val_log_loss"].min()} for n, (f, _) in airl.items()}).T)
 score_tab, scored = evaluate.score_table(y["val"], y["test"], models, groups, prior, n_boot=N_BOOT_SCORE, seed=SEED)
 m04 = json.loads((P.processed / "04_twin" / "metrics.json").read_text())["test"]
 for name in ("twin", "ceiling: observable information"):
@@ -155,6 +171,12 @@ gap = evaluate.compare(y["test"], models["rule card"][1], models["gradient boost
 agreement = scored["rule card"]["accuracy"]
 print(f"rule card - gradient boosting, macro-F1: {gap['difference']:+.3f} [{gap['ci'][0]:+.3f}, {gap['ci'][1]:+.3f}], "
       f"smallest detectable difference {gap['min_detectable']:.3f}; target: within 0.03")
+irl_gap = {n: evaluate.compare(y["test"], models["rule card"][1], models[n][1], groups, prior, a["rule card"], a[n],
+                            n_boot=N_BOOT_SCORE, seed=SEED) for n in airl}
+for n, g in irl_gap.items():
+    print(f"rule card - {n}, macro-F1: {g['difference']:+.3f} [{g['ci'][0]:+.3f}, {g['ci'][1]:+.3f}] -> "
+          + ("the card recovers more of the trader" if g["ci"][0] > 0 else
+             ("AIRL recovers more of the trader" if g["ci"][1] < 0 else "no difference this test period can detect")))
 print(f"always HOLD would reproduce {np.mean(y['test'] == 2):.1%} of the test decisions; the card's argmax {agreement:.1%}")
 print("\n".join(card.sentences(fit, tab, d, agreement)))
 
@@ -197,14 +219,6 @@ display(calib["seeds"]["bias"].round(2))
 # tells a bias (a mean far from 0, every run on one side of the truth) from noise.
 
 # %% [markdown]
-# **Inverse RL as a peer: not run.** The `imitation` library's AIRL / maximum-entropy IRL would be the natural
-# peer on notebook 08's gymnasium environment, but its only release (1.0.1) pins `gymnasium~=0.29` and
-# `stable-baselines3~=2.2.1`, while the workbench runs gymnasium 1.x and stable-baselines3 2.9 (notebook 08); the
-# two cannot be installed together, and a hand-written AIRL would be exactly the kind of copy of a library the
-# project avoids. The structural card above *is* an inverse model of the trader's decision rule (a random-utility
-# policy whose score is the trader's reward-to-act), estimated by maximum likelihood rather than adversarially.
-
-# %% [markdown]
 # ## 5. The real wallets
 #
 # The real Data-API exports hold fills only — no quotes, no BTC bars — and the wallets only buy, so mispricing,
@@ -243,11 +257,14 @@ metrics = {
                    for n in models},
     "twin_notebook04": {k: m04.get(k) for k in ("twin", "gradient boosting", "ceiling: observable information")},
     "card_minus_gbm_macro_f1": gap, "within_003_of_gbm": bool(gap["difference"] >= -0.03),
+    "irl_peer": {n: {"card_minus_peer_macro_f1": irl_gap[n], "kept_round": f.best_round, "seconds": f.seconds,
+                     "settings": f.settings, "history": f.history.to_dict(orient="records")} for n, (f, _) in airl.items()},
     "quote_noise_profile": qn, "fitted": fitted, "sentences": card.sentences(fit, tab, d, agreement),
     "real_wallets": {w: {"sample": rc["sample"], "tests": rc["tests"].to_dict(orient="records")} for w, rc in real_cards.items()},
     "parameters_run": {"N_DRAWS": N_DRAWS, "N_DRAWS_FINAL": N_DRAWS_FINAL, "QUOTE_NOISE": QUOTE_NOISE, "SIGMA_NOISE": SIGMA_NOISE, "ALPHA": ALPHA,
                        "N_BOOT": N_BOOT, "RECOVERY_SEEDS": RECOVERY_SEEDS, "RECOVERY_DAYS": RECOVERY_DAYS,
-                       "POPULATION": POPULATION, "SEED": SEED},
+                       "POPULATION": POPULATION, "IRL_ROUNDS": IRL_ROUNDS, "IRL_GEN_STEPS": IRL_GEN_STEPS,
+                       "IRL_BC_EPOCHS": IRL_BC_EPOCHS, "SEED": SEED},
     "seconds": time.perf_counter() - t_start,
 }
 agent_study.write_metrics(metrics, OUT / "metrics.json")

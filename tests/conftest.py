@@ -94,3 +94,31 @@ def s3(s3_server, monkeypatch):
     return S3Settings(bucket=name, endpoint_url=s3_server, access_key="testing", secret_key="testing",
                       region="us-east-1"), client
 
+
+#: notebook 04's split and features for the agent's (and AIRL's) environment on a one-day simulation
+AGENT_META = {"train_fraction": 0.6, "val_fraction": 0.2, "gap": 16, "window": 32, "train_stride": 8, "rtg_scale": 1.0,
+              "rtg_mode": "window", "features": None, "levels": None, "notional": 5000.0}
+
+
+@pytest.fixture(scope="session")
+def agent_inputs(tmp_path_factory: pytest.TempPathFactory):
+    """``(steps, events, wallet folder)`` of a one-day simulation (seed 5): the agent's environment's inputs."""
+    from workbench.data import ingest
+    from workbench.data.simulate import SimConfig, simulate
+    from workbench.pipeline import build_trader_data
+
+    sim = simulate(SimConfig(days=1, seed=5), tmp_path_factory.mktemp("agent"))
+    steps = build_trader_data(sim.wallet_dir, progress=False).steps
+    events = ingest.load_wallet(sim.wallet_dir, progress=False).events
+    return steps, events, sim.wallet_dir
+
+
+@pytest.fixture(scope="session")
+def agent_setup(agent_inputs):
+    """The :class:`workbench.agent.ppo.AgentSetup` of :func:`agent_inputs` with :data:`AGENT_META`."""
+    from workbench.agent.ppo import AgentSetup
+    from workbench.twin import backtest
+    from workbench.twin.steps import TRADER_FEATURES
+
+    steps, events, _ = agent_inputs
+    return AgentSetup.build(steps, {**AGENT_META, "features": list(TRADER_FEATURES)}, backtest.QuoteBook(events))

@@ -6,35 +6,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import AGENT_META
 from gymnasium.utils.env_checker import check_env
 
 from workbench.agent import EnvData, MarketEnv
 from workbench.agent import evaluate as E
 from workbench.agent import run_actions
-from workbench.agent.ppo import AgentSetup, PPOPolicy, load_agent, market_pnl, train_ppo
+from workbench.agent.ppo import PPOPolicy, load_agent, market_pnl, train_ppo
 from workbench.twin import backtest
 from workbench.twin.steps import TRADER_FEATURES
 
-META = {"train_fraction": 0.6, "val_fraction": 0.2, "gap": 16, "window": 32, "train_stride": 8, "rtg_scale": 1.0,
-        "rtg_mode": "window", "features": list(TRADER_FEATURES), "levels": None, "notional": 5000.0}
+
+@pytest.fixture(scope="module")
+def inputs(agent_inputs):
+    return agent_inputs
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    from workbench.data import ingest
-    from workbench.data.simulate import SimConfig, simulate
-    from workbench.pipeline import build_trader_data
-
-    sim = simulate(SimConfig(days=1, seed=5), tmp_path_factory.mktemp("agent"))
-    steps = build_trader_data(sim.wallet_dir, progress=False).steps
-    events = ingest.load_wallet(sim.wallet_dir, progress=False).events
-    return steps, events, sim.wallet_dir
-
-
-@pytest.fixture(scope="module")
-def setup(inputs):
-    steps, events, _ = inputs
-    return AgentSetup.build(steps, META, backtest.QuoteBook(events))
+def setup(agent_setup):
+    return agent_setup
 
 
 def test_gymnasium_checker_and_spaces(setup):
@@ -133,7 +123,7 @@ def test_agent_command_line(inputs, tmp_path, capsys):
 
     steps, _, wallet_dir = inputs
     steps.to_parquet(tmp_path / "steps.parquet")
-    (tmp_path / "twin.json").write_text(json.dumps(META))
+    (tmp_path / "twin.json").write_text(json.dumps({**AGENT_META, "features": list(TRADER_FEATURES)}))
     common = ["--steps", str(tmp_path / "steps.parquet"), "--quotes", str(wallet_dir)]
     assert workbench_main(["agent", "train", *common, "--total-timesteps", "1024", "--n-envs", "2", "--evaluations", "1",
                            "--output-dir", str(tmp_path / "ppo")]) == 0
