@@ -19,7 +19,7 @@
 # **What this notebook answers.** The twin (notebook 04) imitates the trader, but nobody can read its rules. Can
 # the trader's algorithm be *stated* — how many cents of mispricing make it buy, how it leans on momentum and on
 # its inventory, where it takes profit and cuts losses, when it stops — each with an interval, and how much of
-# its behaviour does such a card explain compared with the black-box models?
+# its behaviour does such a card explain compared with the black-box models and with inverse RL proper (AIRL)?
 #
 # **The model** (`workbench.rules`): a structural policy — a zero-inflated ordered logit of the five action
 # classes with order sizes — on interpretable, causal terms: mispricing in cents against a fair value priced from
